@@ -1,0 +1,90 @@
+# Parse-time set-up shared by every rule: the raw listing, its grouping into
+# observations, wildcard constraints and the input functions. Names only: no
+# raw file is opened here (DESIGN.md, "parse time is cheap").
+import os
+import sys
+
+from snakemake.exceptions import WorkflowError
+
+from dsa110_contimg import grouping, naming
+
+RAW = config["raw_dir"]
+RESULTS = config["results_dir"]
+
+
+def _say(text):
+    print(text, file=sys.stderr)
+
+
+def raw_names(raw_dir):
+    """Names of the entries of raw_dir that are not folders."""
+    try:
+        with os.scandir(raw_dir) as entries:
+            return [entry.name for entry in entries if not entry.is_dir()]
+    except FileNotFoundError:
+        raise WorkflowError(
+            f"raw_dir {raw_dir!r} does not exist (working directory {os.getcwd()!r}); "
+            "set raw_dir in the config or pass --config raw_dir=PATH"
+        ) from None
+
+
+def _summarise(names, limit=10):
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+GROUPING = grouping.group_files(
+    raw_names(RAW),
+    tolerance_s=config["grouping"]["tolerance_s"],
+    n_subbands=config["grouping"]["n_subbands"],
+)
+try:
+    SELECTION = grouping.select_groups(GROUPING, config["grouping"]["incomplete"])
+except (grouping.GroupingError, naming.RawNameError) as err:
+    raise WorkflowError(f"raw_dir {RAW!r} (grouping.incomplete is 'fail'): {err}") from None
+GROUPS = {group.id: group for group in SELECTION.groups}
+
+if SELECTION.warning:
+    _say(f"WARNING: raw_dir {RAW!r}: " + SELECTION.warning)
+if GROUPING.ignored:
+    _say(
+        f"ignoring {len(GROUPING.ignored)} file(s) in raw_dir {RAW!r} that are not "
+        f"observations: {_summarise(sorted(GROUPING.ignored))}"
+    )
+if not GROUPS:
+    _say(f"no complete observation in raw_dir {RAW!r}: nothing to do")
+
+
+wildcard_constraints:
+    group=naming.GROUP_PATTERN,
+
+
+def res(rule, key):
+    """``resources.<rule>.<key>`` from the config (defaults from the schema)."""
+    return config["resources"][rule][key]
+
+
+def group_of(wildcards):
+    """The complete group named by the ``group`` wildcard, or a clear error."""
+    try:
+        return GROUPS[wildcards.group]
+    except KeyError:
+        known = GROUPING.by_id.get(wildcards.group)
+        if known is not None:
+            raise ValueError(f"group {known.id} cannot be processed: {known.problem()}") from None
+        raise ValueError(f"no observation {wildcards.group} in raw_dir {RAW!r}") from None
+
+
+def subband_files(wildcards):
+    """Raw files of one group, sb00 (highest frequency) first."""
+    return [os.path.join(RAW, name) for name in group_of(wildcards).ordered_files()]
+
+
+def all_targets():
+    """Every final product of every complete group.
+
+    With no group, rule all names raw_dir itself (it exists): a rule with no
+    input at all would always run, and "nothing to do" should plan no job.
+    """
+    targets = [naming.ms_path(RESULTS, group_id) for group_id in GROUPS]
+    return targets or [RAW]

@@ -1,0 +1,163 @@
+"""``contimg``: the pipeline's command line, beside Snakemake.
+
+Subcommands import their heavy modules only when chosen, so ``contimg
+groups`` answers instantly and works even where the simulator or the
+database code cannot be imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+import yaml
+
+from . import grouping, naming
+from .config import ConfigError, load_config, validate_config
+
+#: The module behind ``contimg simulate``: provides add_arguments(parser) and main(args) -> int.
+SIMULATOR = "dsa110_contimg.simulate"
+
+#: Errors that mean "bad input", shown as one line with exit code 2.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    grouping.GroupingError,
+    naming.RawNameError,
+    OSError,
+)
+
+
+def _add_simulate(sub: argparse._SubParsersAction, chosen: bool) -> None:
+    help_text = "write simulated raw UVH5 subband files"
+    p = sub.add_parser("simulate", help=help_text, description=help_text)
+    if chosen:  # import the simulator (numpy, pyuvdata, astropy ...) only when used
+        simulator = importlib.import_module(SIMULATOR)
+        simulator.add_arguments(p)
+        p.set_defaults(func=simulator.main)
+
+
+def _add_groups(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "groups",
+        help="list the observations in a raw folder",
+        description="Group the raw files of a folder by name (nothing is opened) and list the "
+        "groups, the incomplete ones and the files that are not observations.",
+    )
+    p.add_argument("raw_dir", help="folder of YYYY-MM-DDTHH:MM:SS_sbNN.hdf5 files")
+    p.add_argument(
+        "--config", help="take grouping.tolerance_s and n_subbands from this config (default: schema defaults)"
+    )
+    p.set_defaults(func=cmd_groups)
+
+
+def _add_db(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("db", help="the product database")
+    db_sub = p.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    sync = db_sub.add_parser(
+        "sync",
+        help="make the database agree with the files",
+        description="Register every product sidecar and raw file, mark deleted products gone.",
+    )
+    sync.add_argument("--config", default="config/config.yaml", help="pipeline config (default: %(default)s)")
+    sync.set_defaults(func=cmd_db_sync)
+
+
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="pipeline configuration")
+    cfg_sub = p.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    check = cfg_sub.add_parser(
+        "check",
+        help="validate a config file",
+        description="Validate a config file against the schema; with --show print it with defaults filled in.",
+    )
+    check.add_argument("file")
+    check.add_argument("--show", action="store_true", help="print the full config, defaults included")
+    check.set_defaults(func=cmd_config_check)
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The argument parser; ``argv`` tells whether the simulator must be loaded."""
+    parser = argparse.ArgumentParser(prog="contimg", description="DSA-110 continuum pipeline tools.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_simulate(sub, chosen=bool(argv) and argv[0] == "simulate")
+    _add_groups(sub)
+    _add_db(sub)
+    _add_config(sub)
+    return parser
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_groups(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config) if args.config else validate_config({})
+    with os.scandir(args.raw_dir) as entries:
+        names = [entry.name for entry in entries if not entry.is_dir()]
+    found = grouping.group_files(
+        names, tolerance_s=cfg["grouping"]["tolerance_s"], n_subbands=cfg["grouping"]["n_subbands"]
+    )
+    n = cfg["grouping"]["n_subbands"]
+    for group in found.groups:
+        state = "complete  " if group.complete else "INCOMPLETE"
+        line = f"{group.id}  {state}  {len(group.files):2d}/{n}"
+        if not group.complete:
+            line += f"  {group.problem()}"
+        print(line)
+    for reason in found.invalid.values():
+        print(f"malformed   {reason}")
+    for name in sorted(found.ignored):
+        print(f"ignored     {name}")
+    print(
+        f"{len(found.groups)} group(s): {len(found.complete)} complete, {len(found.incomplete)} incomplete; "
+        f"{len(found.invalid)} malformed name(s); {len(found.ignored)} other file(s)"
+    )
+    return 0
+
+
+def cmd_db_sync(args: argparse.Namespace) -> int:
+    from . import db  # SQLAlchemy and the drivers only when needed
+
+    cfg = load_config(args.config)
+    database = db.Database.from_config(cfg)
+    try:
+        report = database.sync(cfg["results_dir"], cfg["raw_dir"], tolerance_s=cfg["grouping"]["tolerance_s"])
+    finally:
+        database.close()
+    print(report)
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    cfg = load_config(args.file)
+    if args.show:
+        print(yaml.safe_dump(cfg, sort_keys=False), end="")
+    else:
+        print(f"{args.file}: valid")
+    return 0
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """USER_ERRORS plus the database's own, when its module can be imported."""
+    if "dsa110_contimg.db" in sys.modules:
+        db = sys.modules["dsa110_contimg.db"]
+        return USER_ERRORS + (db.DatabaseError,)
+    return USER_ERRORS
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    try:
+        return args.func(args)
+    except Exception as err:
+        if isinstance(err, _user_errors()):
+            print(f"contimg: error: {err}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Group raw subband files into observations, from their names alone.
+
+The correlator opens the 16 subband files of one observation 0-2 s apart and
+names each after its own opening second, so the files of one observation do
+not share a timestamp. A group starts at the earliest file not yet assigned
+and takes every file that started within ``tolerance_s`` of it; its id is
+that earliest timestamp. Snakemake calls this at every parse, so it opens no
+file and stays fast on a month of listings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import NamedTuple
+
+import numpy as np
+
+from . import naming
+
+POLICIES = ("skip", "fail")
+
+
+class GroupingError(ValueError):
+    """Raw files that cannot be turned into the groups asked for."""
+
+
+class IncompleteGroupError(GroupingError):
+    """A group lacks subbands (or has one twice) under the ``fail`` policy."""
+
+
+@dataclass(frozen=True)
+class Group:
+    """The subband files of one observation.
+
+    ``files`` maps subband -> name (as given: basename or path). When a
+    subband appears twice, ``files`` holds the earlier file and
+    ``duplicates`` lists every file claiming that subband; such a group is not
+    complete because nobody can tell which file is right.
+    """
+
+    id: str
+    start: datetime
+    files: dict[int, str]
+    missing: list[int]
+    duplicates: dict[int, list[str]] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        """Every subband present exactly once: ready to convert."""
+        return not self.missing and not self.duplicates
+
+    def ordered_files(self) -> list[str]:
+        """The files in subband order, sb00 (the highest frequency) first."""
+        return [self.files[sb] for sb in sorted(self.files)]
+
+    def problem(self) -> str:
+        """One line saying why the group is not complete ('' if it is)."""
+        parts = []
+        if self.missing:
+            parts.append("missing subbands " + ", ".join(f"sb{sb:02d}" for sb in self.missing))
+        for sb, names in sorted(self.duplicates.items()):
+            parts.append(f"sb{sb:02d} appears twice: " + " and ".join(names))
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """Result of :func:`group_files`.
+
+    ``groups`` in time order; ``invalid`` maps names that look like raw files
+    but are malformed to the reason; ``ignored`` lists names that are not
+    observations at all (``notes.txt``, ``.DS_Store``).
+    """
+
+    groups: list[Group]
+    invalid: dict[str, str]
+    ignored: list[str]
+
+    @cached_property
+    def by_id(self) -> dict[str, Group]:
+        return {g.id: g for g in self.groups}
+
+    @property
+    def complete(self) -> list[Group]:
+        return [g for g in self.groups if g.complete]
+
+    @property
+    def incomplete(self) -> list[Group]:
+        return [g for g in self.groups if not g.complete]
+
+
+class Selection(NamedTuple):
+    """Groups to process, and the warning to show about the others ('' if none)."""
+
+    groups: list[Group]
+    warning: str
+
+
+def group_files(names: Iterable[str], tolerance_s: float = 60, n_subbands: int = 16) -> Grouping:
+    """Group raw file names (basenames or paths) into observations.
+
+    Sorted by time, a group starts at the earliest unassigned file and takes
+    the files that started at most ``tolerance_s`` later. Subbands are
+    expected to be 0..n_subbands-1.
+    """
+    if tolerance_s < 0:
+        raise ValueError(f"tolerance_s must be >= 0, not {tolerance_s}")
+    if not 1 <= n_subbands <= naming.N_SUBBANDS:
+        raise ValueError(f"n_subbands must be in 1..{naming.N_SUBBANDS}, not {n_subbands}")
+    listing = naming.classify_raw_names(names)
+    invalid = dict(listing.invalid)
+    keep = listing.subbands < n_subbands
+    for i in np.flatnonzero(~keep).tolist():
+        invalid[listing.names[i]] = (
+            f"{listing.names[i]!r}: subband {listing.subbands[i]} outside 00..{n_subbands - 1:02d}"
+            f" (grouping.n_subbands is {n_subbands})"
+        )
+    idx = np.flatnonzero(keep)
+    seconds, subbands = listing.seconds[idx], listing.subbands[idx]
+    order = np.lexsort((subbands, seconds))  # by time, then subband
+    idx, seconds, subbands = idx[order], seconds[order], subbands[order]
+
+    # Group boundaries: each group begins at the first file later than the
+    # previous group's start + tolerance (one searchsorted per group).
+    bounds = [0]
+    while bounds[-1] < len(seconds):
+        first = seconds[bounds[-1]]
+        bounds.append(int(np.searchsorted(seconds, first + tolerance_s, side="right")))
+    starts = seconds[bounds[:-1]]
+    ids = naming.format_epoch_seconds(starts)
+    start_times = [t.replace(tzinfo=timezone.utc) for t in starts.astype("datetime64[s]").tolist()]
+    names = [listing.names[i] for i in idx.tolist()]
+    sbs = subbands.tolist()
+    groups = []
+    for g, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        files = dict(zip(sbs[a:b], names[a:b]))
+        duplicates: dict[int, list[str]] = {}
+        if len(files) < b - a:  # rare: redo keeping the earlier file of each pair
+            files = {}
+            for sb, name in zip(sbs[a:b], names[a:b]):
+                if sb in files:
+                    duplicates.setdefault(sb, [files[sb]]).append(name)
+                else:
+                    files[sb] = name
+        missing = [] if len(files) == n_subbands else [sb for sb in range(n_subbands) if sb not in files]
+        groups.append(Group(ids[g], start_times[g], files, missing, duplicates))
+    return Grouping(groups, invalid, listing.ignored)
+
+
+def select_groups(grouping: Grouping, policy: str) -> Selection:
+    """Apply the ``grouping.incomplete`` policy.
+
+    ``skip``: the complete groups, and a warning naming every incomplete group
+    with its missing (or doubled) subbands and every malformed raw name.
+    ``fail``: raise :class:`IncompleteGroupError` (or, for malformed names
+    only, :class:`naming.RawNameError`) naming them, so nothing runs.
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"unknown incomplete-group policy {policy!r}; use one of {list(POLICIES)}")
+    lines = [f"group {g.id}: {g.problem()}" for g in grouping.incomplete]
+    bad_names = list(grouping.invalid.values())
+    if policy == "fail":
+        if lines:
+            raise IncompleteGroupError("; ".join(lines + bad_names))
+        if bad_names:
+            raise naming.RawNameError("; ".join(bad_names))
+        return Selection(grouping.groups, "")
+    warning = []
+    if lines:
+        warning.append(f"skipping {len(lines)} incomplete group(s):")
+        warning.extend("  " + line for line in lines)
+    if bad_names:
+        warning.append(f"skipping {len(bad_names)} file(s) with malformed raw names:")
+        warning.extend("  " + line for line in bad_names)
+    return Selection(grouping.complete, "\n".join(warning))

@@ -83,8 +83,8 @@ def subband_files(wildcards):
 def all_targets():
     """Every final product of every complete group.
 
-    With no group, rule all names raw_dir itself (it exists): a rule with no
-    input at all would always run, and "nothing to do" should plan no job.
+    With no group, the target is raw_dir itself (it exists), so Snakemake
+    plans no job at all; a target list that is empty would still run 'all'.
     """
     targets = [naming.ms_path(RESULTS, group_id) for group_id in GROUPS]
     return targets or [RAW]

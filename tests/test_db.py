@@ -15,6 +15,7 @@ import pytest
 from pg import start_or_skip
 
 from dsa110_contimg import db as dbmod
+from dsa110_contimg import naming
 from dsa110_contimg.db import Database, DatabaseError, UnknownKindError
 from dsa110_contimg.provenance import SidecarError, atomic_output, read_sidecar, write_sidecar
 
@@ -66,8 +67,7 @@ def make_raw(raw: Path, group: str, subbands=range(16)) -> list[Path]:
     start = dt.datetime.fromisoformat(group)
     paths = []
     for sb in subbands:
-        name = (start + dt.timedelta(seconds=sb % 3)).strftime("%Y-%m-%dT%H:%M:%S") + f"_sb{sb:02d}.hdf5"
-        path = raw / name
+        path = raw / naming.raw_filename(start + dt.timedelta(seconds=sb % 3), sb)
         path.write_bytes(b"x" * (100 + sb))
         paths.append(path)
     return paths
@@ -97,9 +97,8 @@ def make_ms(results: Path, group: str, inputs, *, flagged: float = 0.1) -> Path:
     with atomic_output(product) as tmp:
         (tmp / "ANTENNA").mkdir(parents=True)
         (tmp / "table.dat").write_bytes(b"ms")
-    write_sidecar(
-        product, kind="ms", group=group, inputs=inputs, config={"flag": flagged}, qa=ms_qa(group, flagged)
-    )
+    qa = ms_qa(group, flagged)
+    write_sidecar(product, kind="ms", group=group, inputs=inputs, config={"flag": flagged}, qa=qa)
     return product
 
 
@@ -381,7 +380,7 @@ def test_concurrent_registration(db_url, dirs):
     raw, results = dirs
     products = []
     for i in range(24):
-        group = (dt.datetime(2025, 6, 15, 8) + dt.timedelta(seconds=309 * i)).strftime("%Y-%m-%dT%H:%M:%S")
+        group = naming.format_timestamp(dt.datetime(2025, 6, 15, 8) + dt.timedelta(seconds=309 * i))
         products.append(str(make_ms(results, group, make_raw(raw, group, subbands=range(2)))))
     config = {"results_dir": str(results), "database": {"url": db_url}}
 

@@ -154,7 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except Exception as err:
         if isinstance(err, _user_errors()):
-            print(f"contimg: error: {err}", file=sys.stderr)
+            one_line = " ".join(str(err).split())  # driver messages span lines
+            print(f"contimg: error: {one_line}", file=sys.stderr)
             return 2
         raise
 

@@ -50,8 +50,8 @@ class ConvertOptions:
     """Telescope name written to the MS: one CASA places at the OVRO site."""
     flag_autocorrelations: bool = True
     """Keep autocorrelations but flag them, so calibration and imaging skip them."""
-    integrations_per_chunk: int = 4
-    """Integrations converted at once (memory ~ 60 MB each at full size)."""
+    integrations_per_chunk: int = 2
+    """Integrations converted at once (about 100 MB of buffers each at full size)."""
 
 
 @dataclass
@@ -242,6 +242,25 @@ def _write_subtables(ms: str, uv, pol_order) -> None:
     ms_utils.write_ms_spectral_window(ms, uvobj=uv)
 
 
+def _phasors(delta_w: np.ndarray, freq: np.ndarray) -> np.ndarray:
+    """exp(+2 pi i delta_w f / c), shape (channels, rows), complex64.
+
+    Channels are evenly spaced, so the frequency axis is filled by recurrence
+    (one complex multiply per element, contiguous rows) instead of an exp per
+    element; it restarts every 64 channels so rounding cannot accumulate.
+    """
+    out = np.empty((freq.size, delta_w.size), np.complex64)
+    k = 2 * np.pi * delta_w / C_M_S
+    step = np.exp(1j * k * (freq[1] - freq[0])) if freq.size > 1 else None
+    for c in range(freq.size):
+        if c % 64 == 0:
+            cur = np.exp(1j * k * freq[c])
+        else:
+            cur *= step
+        out[c] = cur
+    return out
+
+
 def _stream_data(table, ordered: list[Subband], geo: Geometry, opts: ConvertOptions, pol_order) -> dict:
     """Copy visibilities chunk by chunk: reorder, rephase, conjugate, flag; return counts."""
     ref = ordered[0]
@@ -251,50 +270,60 @@ def _stream_data(table, ordered: list[Subband], geo: Geometry, opts: ConvertOpti
     freq = np.concatenate([s.freq_hz[::-1] for s in ordered])
     chunk = n_bls * max(1, opts.integrations_per_chunk)
     auto = ref.ant_1 == ref.ant_2
+    pols = slice(None) if list(pol_order) == list(range(len(pol_order))) else list(pol_order)
     files = [h5py.File(s.path, "r") for s in ordered]
-    counts = {"flagged": 0, "zero": 0, "total": 0, "cross_flagged": 0, "cross_total": 0}
+    counts = {"flagged": 0, "zero": 0, "total": 0, "auto_flagged": 0, "auto_total": 0}
     weights = np.empty((n_blts, 2), np.float32)
+    bufs = {}
     try:
         for start in range(0, n_blts, chunk):
             stop = min(start + chunk, n_blts)
+            n = stop - start
             rows = slice(start, stop)
-            data = np.empty((stop - start, freq.size, 2), np.complex64)
+            data = np.empty((n, freq.size, 2), np.complex64)
             flags = np.empty(data.shape, bool)
             nsamp = np.empty(data.shape, np.float32)
             for k, f in enumerate(files):
                 cols = slice(k * n_chan, (k + 1) * n_chan)
-                try:
-                    data[:, cols] = f["Data/visdata"][rows, 0, :, :][:, ::-1][:, :, pol_order]
-                    flags[:, cols] = f["Data/flags"][rows, 0, :, :][:, ::-1][:, :, pol_order]
-                    nsamp[:, cols] = f["Data/nsamples"][rows, 0, :, :][:, ::-1][:, :, pol_order]
-                except OSError as exc:
-                    raise ConversionError(f"{ordered[k].path}: cannot read rows {start}-{stop} ({exc})") from exc
+                for name, out in (("visdata", data), ("flags", flags), ("nsamples", nsamp)):
+                    dset = f["Data"][name]
+                    buf = bufs.get((name, n))
+                    if buf is None:
+                        buf = bufs[(name, n)] = np.empty((n, 1, n_chan, 2), dset.dtype)
+                    try:
+                        dset.read_direct(buf, np.s_[start:stop])
+                    except OSError as exc:
+                        raise ConversionError(
+                            f"{ordered[k].path}: cannot read Data/{name} rows {start}-{stop} ({exc})"
+                        ) from exc
+                    out[:, cols] = buf[:, 0, ::-1][:, :, pols]
             # Rephase from each integration's own meridian to the common centre:
             # V' = V exp(+2 pi i (w_old - w_new) f / c) in the correlator's convention.
-            phase = np.exp((2j * np.pi / C_M_S) * np.outer(geo.delta_w[rows], freq)).astype(np.complex64)
-            data *= phase[:, :, None]
-            # CASA convention: conjugate rows kept as they are, not rows whose antennas we swapped.
-            keep = ~geo.swapped[rows]
-            data[keep] = np.conj(data[keep])
+            data *= _phasors(geo.delta_w[rows], freq).T[:, :, None]
+            # CASA's convention is the conjugate, except for rows whose antennas we
+            # swapped to make antenna 1 < antenna 2 (swapping conjugates too).
+            np.conjugate(data, out=data, where=~geo.swapped[rows, None, None])
             zero = data == 0
             flags |= zero
+            auto_rows = auto[rows]
             if opts.flag_autocorrelations:
-                flags[auto[rows]] = True
-            counts["zero"] += int(zero.sum())
-            counts["flagged"] += int(flags.sum())
+                flags[auto_rows] = True
+            counts["zero"] += int(np.count_nonzero(zero))
+            counts["flagged"] += int(np.count_nonzero(flags))
             counts["total"] += flags.size
-            cross = ~auto[rows]
-            counts["cross_flagged"] += int(flags[cross].sum())
-            counts["cross_total"] += int(flags[cross].size)
-            table.putcol("DATA", data, start, stop - start)
-            table.putcol("FLAG", flags, start, stop - start)
-            table.putcol("WEIGHT_SPECTRUM", nsamp, start, stop - start)
-            weights[rows] = np.median(nsamp, axis=1)
+            counts["auto_flagged"] += int(np.count_nonzero(flags[auto_rows]))
+            counts["auto_total"] += int(auto_rows.sum()) * freq.size * 2
+            table.putcol("DATA", data, start, n)
+            table.putcol("FLAG", flags, start, n)
+            table.putcol("WEIGHT_SPECTRUM", nsamp, start, n)
+            weights[rows] = np.einsum("ncp->np", nsamp) / freq.size
     finally:
         for f in files:
             f.close()
     table.putcol("WEIGHT", weights)
     table.putcol("SIGMA", np.where(weights > 0, 1 / np.sqrt(np.maximum(weights, 1e-30)), 0).astype(np.float32))
+    counts["cross_flagged"] = counts["flagged"] - counts["auto_flagged"]
+    counts["cross_total"] = counts["total"] - counts["auto_total"]
     return counts
 
 

@@ -108,19 +108,24 @@ class RawFile(Base):
     registered_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
+def _shared(*args: Any, **kwargs: Any) -> Any:
+    """A column of every product table, listed before the kind's own columns."""
+    return mapped_column(*args, sort_order=-1, **kwargs)
+
+
 class Product(Base):
     """Columns every product table shares; subclasses add their QA columns."""
 
     __abstract__ = True
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    path: Mapped[str] = mapped_column(String, unique=True)
-    group_id: Mapped[str | None] = mapped_column(ForeignKey("observation_groups.id"), index=True)
-    status: Mapped[str] = mapped_column(String(16), index=True)  # CURRENT or GONE
-    created: Mapped[dt.datetime | None] = mapped_column(DateTime)
-    config_digest: Mapped[str | None] = mapped_column(String(64))
-    qa: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    sidecar: Mapped[str] = mapped_column(String)
+    id: Mapped[int] = _shared(primary_key=True)
+    path: Mapped[str] = _shared(String, unique=True)
+    group_id: Mapped[str | None] = _shared(ForeignKey("observation_groups.id"), index=True)
+    status: Mapped[str] = _shared(String(16), index=True)  # CURRENT or GONE
+    created: Mapped[dt.datetime | None] = _shared(DateTime)
+    config_digest: Mapped[str | None] = _shared(String(64))
+    qa: Mapped[dict[str, Any] | None] = _shared(JSON)
+    sidecar: Mapped[str] = _shared(String)
 
 
 _PRODUCT_COLUMNS = frozenset(Product.__annotations__) | {"id"}
@@ -157,7 +162,9 @@ class Registration:
     workdir: Path  # what relative paths in the sidecar are relative to
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], record: dict[str, Any] | None = None) -> Registration:
+    def from_file(
+        cls, path: str | os.PathLike[str], record: dict[str, Any] | None = None
+    ) -> Registration:
         """The product is the sidecar's own location minus ``.json``: that survives moves."""
         path = _absolute(path, Path.cwd())
         if path.suffix != ".json":
@@ -224,12 +231,14 @@ def register_kind(name: str, model: type[Product]) -> Callable[[Handler], Handle
 def _register_ms(session: Session, reg: Registration) -> Outcome:
     """The group, the raw subband files it was converted from, then the MS row."""
     group = reg.group_id()
-    changed = _ensure_group(session, group, dec_deg=reg.qa.get("dec_deg")) != "unchanged"
+    dec_deg = reg.qa.get("pointing_dec_deg", reg.qa.get("dec_deg"))
+    changed = _ensure_group(session, group, dec_deg=dec_deg) != "unchanged"
     for path in reg.input_paths():
         try:
             _, subband = naming.parse_raw_filename(path.name)
         except naming.RawNameError as exc:
-            raise SidecarError(reg.sidecar_file, f"input is not a raw subband file: {exc}") from None
+            problem = f"input is not a raw subband file: {exc}"
+            raise SidecarError(reg.sidecar_file, problem) from None
         changed |= _upsert_raw(session, path, subband, group, reassign=True) != "unchanged"
     changed |= _refresh_group(session, group)
     outcome = _upsert_product(session, MeasurementSet, reg, group)
@@ -311,6 +320,11 @@ def _refresh_group(session: Session, group: str) -> bool:
     return True
 
 
+def _raw_group(session: Session, path: Path) -> str | None:
+    """The group of a registered raw file (None if unregistered or ungrouped)."""
+    return session.scalar(select(RawFile.group_id).where(RawFile.path == str(path)))
+
+
 def _upsert_raw(
     session: Session, path: Path, subband: int, group: str | None, *, reassign: bool
 ) -> Outcome:
@@ -320,18 +334,16 @@ def _upsert_raw(
     listing only assigns a group to a file that has none.
     """
     values: dict[str, Any] = {"subband": subband}
+    on_insert: dict[str, Any] = {"registered_at": _utc_naive(dt.datetime.now(dt.timezone.utc))}
     try:
         st = path.stat()
     except FileNotFoundError:
-        on_insert = {"size_bytes": None, "mtime": None}
+        on_insert.update(size_bytes=None, mtime=None)
     else:
         values["size_bytes"] = st.st_size
         values["mtime"] = _utc_naive(dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc))
-        on_insert = {}
-    existing = session.scalars(select(RawFile.group_id).where(RawFile.path == str(path))).first()
-    if reassign or existing is None:
+    if reassign or _raw_group(session, path) is None:
         values["group_id"] = group
-    on_insert["registered_at"] = _utc_naive(dt.datetime.now(dt.timezone.utc))
     return _upsert(session, RawFile, {"path": str(path)}, values, on_insert)
 
 
@@ -368,11 +380,10 @@ def _register_raw_group(
     """Register raw files found in a listing; the group row is made only if needed."""
     results: list[tuple[Outcome, str, str]] = []
     for path, subband in files:
-        if session.scalars(select(RawFile.group_id).where(RawFile.path == str(path))).first() is None:
-            outcome = _ensure_group(session, group)
-            if outcome == "added":
-                results.append(("added", "group", group))
-        results.append((_upsert_raw(session, path, subband, group, reassign=False), "raw", str(path)))
+        if _raw_group(session, path) is None and _ensure_group(session, group) == "added":
+            results.append(("added", "group", group))
+        outcome = _upsert_raw(session, path, subband, group, reassign=False)
+        results.append((outcome, "raw", str(path)))
     if session.get(ObservationGroup, group) is not None and _refresh_group(session, group):
         results.append(("updated", "group", group))
     return results
@@ -444,15 +455,20 @@ def _mask(url: str | URL) -> str:
 class Database:
     """The product database at ``url`` (SQLAlchemy URL; tables created if missing)."""
 
-    def __init__(self, url: str | URL, *, busy_timeout_s: float = 30.0, max_attempts: int = 8) -> None:
+    def __init__(
+        self, url: str | URL, *, busy_timeout_s: float = 30.0, max_attempts: int = 8
+    ) -> None:
         self.masked_url = _mask(url)
         self.max_attempts = max_attempts
         try:
             self.url = make_url(url)
             connect_args = {}
-            if self.url.get_backend_name() == "postgresql" and "connect_timeout" not in self.url.query:
+            postgres = self.url.get_backend_name() == "postgresql"
+            if postgres and "connect_timeout" not in self.url.query:
                 connect_args["connect_timeout"] = 10  # fail fast on a host that drops packets
-            self.engine: Engine = create_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
+            self.engine: Engine = create_engine(
+                self.url, connect_args=connect_args, pool_pre_ping=True
+            )
         except (ArgumentError, ImportError, SQLAlchemyError) as exc:
             raise DatabaseError(f"cannot use database {self.masked_url}: {exc}") from exc
         if self.engine.dialect.name == "sqlite":
@@ -538,7 +554,9 @@ class Database:
                 f"{reg.sidecar_file}: unknown kind {reg.sidecar['kind']!r}; known: {sorted(KINDS)}"
             )
         if not os.path.lexists(reg.product):
-            raise FileNotFoundError(f"product {reg.product} of sidecar {reg.sidecar_file} does not exist")
+            raise FileNotFoundError(
+                f"product {reg.product} of sidecar {reg.sidecar_file} does not exist"
+            )
         return self._run(lambda session: kind.register(session, reg), write=True)
 
     def sync(
@@ -559,7 +577,7 @@ class Database:
         report = SyncReport()
         for path in iter_sidecar_files(results_dir):
             self._sync_sidecar(path, report)
-        self._run(lambda session: self._mark_gone(session, report), write=True)
+        report.gone.extend(self._mark_gone())
         if raw_dir is not None:
             self._sync_raw(Path(raw_dir), tolerance_s, report)
         return report
@@ -580,16 +598,43 @@ class Database:
         except SidecarError as exc:
             report.problems.append(str(exc))
 
-    @staticmethod
-    def _mark_gone(session: Session, report: SyncReport) -> None:
-        for kind in KINDS.values():
-            for row in session.scalars(select(kind.model).where(kind.model.status == CURRENT)):
-                if not os.path.lexists(row.path):
-                    row.status = GONE
-                    report.gone.append((kind.name, row.path))
+    def _mark_gone(self) -> list[tuple[str, str]]:
+        """Mark current products whose path is missing as gone.
+
+        The existence checks (one stat per product, slow on a cluster file
+        system) run outside the write transaction so the lock is held only
+        briefly; inside it the few candidates are checked again, so a product
+        rerun in the meantime stays current.
+        """
+
+        def current(session: Session) -> dict[str, list[tuple[int, str]]]:
+            return {
+                name: session.execute(
+                    select(k.model.id, k.model.path).where(k.model.status == CURRENT)
+                ).all()
+                for name, k in KINDS.items()
+            }
+
+        candidates = {
+            name: [(id_, path) for id_, path in rows if not os.path.lexists(path)]
+            for name, rows in self._run(current, write=False).items()
+        }
+
+        def mark(session: Session) -> list[tuple[str, str]]:
+            gone = []
+            for name, rows in candidates.items():
+                model = KINDS[name].model
+                for id_, path in rows:
+                    row = session.get(model, id_)
+                    if row is not None and row.status == CURRENT and not os.path.lexists(path):
+                        row.status = GONE
+                        gone.append((name, path))
+            return gone
+
+        return self._run(mark, write=True) if any(candidates.values()) else []
 
     def _sync_raw(self, raw_dir: Path, tolerance_s: float, report: SyncReport) -> None:
-        paths = {str(p.name): p.resolve() for p in raw_dir.iterdir() if p.is_file()}
+        paths = {p.name: p.resolve() for p in raw_dir.iterdir() if p.is_file()}
         found = grouping.group_files(paths, tolerance_s=tolerance_s)
         report.problems.extend(f"{raw_dir}: {why}" for why in found.invalid.values())
         for group in found.groups:
@@ -597,14 +642,17 @@ class Database:
             for sb, names in group.duplicates.items():
                 members += [(paths[name], sb) for name in names[1:]]
             results = self._run(
-                lambda session, g=group.id, m=members: _register_raw_group(session, g, m), write=True
+                lambda session, g=group.id, m=members: _register_raw_group(session, g, m),
+                write=True,
             )
             for outcome, kind, what in results:
                 report.record(outcome, kind, what)
 
     # -- queries
 
-    def list_products(self, kind: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+    def list_products(
+        self, kind: str | None = None, status: str | None = None
+    ) -> list[dict[str, Any]]:
         """Product rows as plain dicts (``kind`` plus every column), by kind then path."""
         if kind is not None and kind not in KINDS:
             raise UnknownKindError(f"unknown kind {kind!r}; known: {sorted(KINDS)}")

@@ -316,17 +316,21 @@ def write_subband_file(path: Path, obs: dict, sb: int, opts: SimOptions) -> None
     os.replace(tmp, path)
 
 
-def simulate_span(out_dir: str | os.PathLike, opts: SimOptions, truth_dir=None) -> list[Path]:
+def simulate_span(
+    out_dir: str | os.PathLike, opts: SimOptions, truth_dir=None, sky: pd.DataFrame | None = None
+) -> list[Path]:
     """Simulate a span of observations into ``out_dir``; truth goes to ``truth_dir``.
 
-    Returns the paths written. ``truth_dir`` defaults to ``<out_dir>/../truth``.
+    ``sky`` (columns name, ra_deg, dec_deg, flux_jy, spectral_index, kind)
+    replaces the random sky. Returns the paths written. ``truth_dir`` defaults
+    to ``<out_dir>/../truth``.
     """
     out_dir = Path(out_dir)
     truth_dir = Path(truth_dir) if truth_dir else out_dir.parent / "truth"
     out_dir.mkdir(parents=True, exist_ok=True)
     (truth_dir / "gains").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(opts.seed)
-    sky = make_sky(opts, rng)
+    sky = make_sky(opts, rng) if sky is None else sky.reset_index(drop=True)
     starts = observation_starts(opts)
     gains = GainModel.draw(rng, Time(starts[0]).jd, opts.correlator_gain, opts.gains)
     written, rows = [], []

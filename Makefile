@@ -1,0 +1,44 @@
+# make demo | make test | make dag | make rulegraph | make clean-demo
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+# Config used to draw the DAG pictures (the demo's by default).
+CONFIGFILE ?= config/demo.yaml
+
+.PHONY: venv demo demo-raw test dag rulegraph clean-demo
+
+venv: $(STAMP)
+
+# Reinstalled only when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || { echo "+ python3 -m venv $(VENV)"; python3 -m venv $(VENV); }
+	$(BIN)/python -m pip install -e '.[test]'
+	@touch $@
+
+test: venv
+	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS)
+
+# Simulated raw data for the demo, made once.
+demo-raw: venv
+	@if [ -z "$$(ls -A demo/raw 2>/dev/null)" ]; then \
+	  set -x; \
+	  $(BIN)/contimg simulate --out demo/raw --start 2025-06-15T06:00:00 --n-obs 2 --n-ants 16 --n-chan 8 --n-int 6 --seed 1; \
+	else echo "demo/raw already has data (make clean-demo to start again)"; fi
+
+demo: demo-raw
+	$(BIN)/snakemake --profile profiles/default --configfile config/demo.yaml
+
+# Pictures of the workflow: every rule once (rulegraph) or every job (dag).
+DAG_DEPS := venv $(if $(filter config/demo.yaml,$(CONFIGFILE)),demo-raw)
+
+rulegraph dag: $(DAG_DEPS)
+	@command -v dot >/dev/null || { echo "graphviz 'dot' not found (apt-get install graphviz)" >&2; exit 1; }
+	$(BIN)/snakemake --configfile $(CONFIGFILE) --$@ | dot -Tsvg > $@.svg
+	@echo "wrote $@.svg"
+
+clean-demo:
+	rm -rf demo dag.svg rulegraph.svg

@@ -325,6 +325,12 @@ def simulate_span(
     replaces the random sky. Returns the paths written. ``truth_dir`` defaults
     to ``<out_dir>/../truth``.
     """
+    spacing = opts.n_int * telescope.INTEGRATION_S
+    if opts.n_obs > 1 and spacing < 60 + 2 * opts.jitter_s:
+        raise ValueError(
+            f"{opts.n_int} integrations make observations {spacing:.0f} s apart, too close to "
+            "tell apart by file name (subbands are grouped within 60 s): use at least 5"
+        )
     out_dir = Path(out_dir)
     truth_dir = Path(truth_dir) if truth_dir else out_dir.parent / "truth"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,7 @@ def simulate(tmp: Path, opts: SimOptions = SMALL, sky: pd.DataFrame | None = Non
     return sorted(files, key=lambda p: p.name[-7:])
 
 
-def run_casa(code: str, cwd: Path) -> dict:
+def run_casa(code: str, cwd: Path, env: dict | None = None) -> dict:
     """Run ``code`` in a fresh Python with casatools/casatasks set up offline.
 
     The code sees ``ct`` (casatools), ``cta`` (casatasks), ``np`` and must
@@ -60,12 +60,12 @@ def run_casa(code: str, cwd: Path) -> dict:
         """
         import json, numpy as np
         from dsa110_contimg import casa_env
-        casa_env.configure(logfile="casa.log")
+        casa_env.configure(logfile="casa-test.log")
         ct = casa_env.casatools(); cta = casa_env.casatasks()
         """
     ) + textwrap.dedent(code) + "\nprint('RESULT=' + json.dumps(result))\n"
     out = subprocess.run([sys.executable, "-c", prog], cwd=cwd, capture_output=True, text=True,
-                         env=os.environ | {"PYTHONUNBUFFERED": "1"}, timeout=600)
+                         env=os.environ | {"PYTHONUNBUFFERED": "1"} | (env or {}), timeout=600)
     lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT=")]
     if out.returncode or not lines:
         raise AssertionError(f"CASA step failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")

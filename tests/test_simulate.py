@@ -64,7 +64,7 @@ def test_file_format_is_the_correlators(tmp_path):
 
 
 def test_file_names_are_jittered_wall_clock_times(tmp_path):
-    files = simulate(tmp_path, n_obs=3)
+    files = simulate(tmp_path, n_obs=3, n_int=6)
     stamps = {}
     for f in files:
         ts, sb = naming.parse_raw_filename(f.name)
@@ -72,7 +72,7 @@ def test_file_names_are_jittered_wall_clock_times(tmp_path):
     assert sorted(stamps) == list(range(16))
     for k in range(3):
         times = [sorted(v)[k] for v in stamps.values()]
-        start = SMALL.start + timedelta(seconds=k * SMALL.n_int * telescope.INTEGRATION_S)
+        start = SMALL.start + timedelta(seconds=k * 6 * telescope.INTEGRATION_S)
         start = start.replace(microsecond=0, tzinfo=timezone.utc)
         assert all(timedelta(0) <= t - start <= timedelta(seconds=3) for t in times)
 
@@ -155,7 +155,7 @@ def test_calibrator_is_added_when_it_transits(tmp_path):
     t0 = Time(SMALL.start)
     dra = (np.radians(202.7845) - geometry.lst(np.array([t0.jd]))[0]) % (2 * np.pi)
     transit = t0 + dra / (2 * np.pi) * 0.99726957 * 86400 * u.s
-    opts = replace(SMALL, start=(transit - 60 * u.s).to_datetime().replace(microsecond=0), dec_deg=30.5, n_obs=2)
+    opts = replace(SMALL, start=(transit - 60 * u.s).to_datetime().replace(microsecond=0), dec_deg=30.5, n_obs=2, n_int=6)
     simulate(tmp_path, opts)
     sky = pd.read_csv(tmp_path / "truth" / "sky.csv")
     assert "3C286" in set(sky.name[sky.kind == "calibrator"])

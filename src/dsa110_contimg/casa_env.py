@@ -66,6 +66,8 @@ def configure(logfile: str | os.PathLike | None = None) -> Path:
     site = state / f"casasiteconfig-{os.getpid()}.py"
     site.write_text(text)
     os.environ["CASASITECONFIG"] = str(site)
+    # casatasks imports matplotlib, which would cache fonts under ~/.cache.
+    os.environ.setdefault("MPLCONFIGDIR", str(state / "matplotlib"))
     return site
 
 

@@ -41,6 +41,15 @@ _LITERAL_BYTES = np.frombuffer(_RAW_TEMPLATE.encode(), np.uint8)[_LITERALS]
 #: their products here; nothing else formats a product path.
 PRODUCTS: dict[str, tuple[str, str]] = {
     "ms": ("ms", "{group}.ms"),
+    "caltable": ("caltables", "{group}"),  # a folder: bandpass + gain tables of a calibrator group
+    "calibrated": ("calibrated", "{group}.ms"),
+    "image": ("images", "{group}.image.fits"),
+    "residual": ("images", "{group}.residual.fits"),
+    "psf": ("images", "{group}.psf.fits"),
+    "pb": ("images", "{group}.pb.fits"),
+    "pbcor": ("images", "{group}.pbcor.fits"),
+    "thumbnail": ("images", "{group}.png"),
+    "photometry": ("photometry", "{group}.parquet"),
 }
 
 

@@ -19,6 +19,7 @@ except ConfigError as err:
 
 include: "rules/common.smk"
 include: "rules/convert.smk"
+include: "rules/calibrate.smk"
 
 
 rule all:

@@ -6,7 +6,7 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-from dsa110_contimg import grouping, naming
+from dsa110_contimg import calplan, grouping, naming
 
 RAW = config["raw_dir"]
 RESULTS = config["results_dir"]
@@ -57,6 +57,7 @@ if not GROUPS:
 
 wildcard_constraints:
     group=naming.GROUP_PATTERN,
+    calgroup=naming.GROUP_PATTERN,
 
 
 def res(rule, key):
@@ -80,11 +81,44 @@ def subband_files(wildcards):
     return [os.path.join(RAW, name) for name in group_of(wildcards).ordered_files()]
 
 
+# Calibration plan (names and config only): calibrator-transit groups and,
+# for every group, its candidate calibrations nearest first.
+CALPLAN = calplan.plan_calibration(GROUPS, config["pointing"]["dec_deg"], config["calibration"])
+if CALPLAN.calgroups:
+    _say(
+        "calibrator transits: "
+        + ", ".join(f"{name} in {g}" for g, name in sorted(CALPLAN.calgroups.items()))
+    )
+if CALPLAN.problems:
+    _say(
+        f"WARNING: {len(CALPLAN.problems)} group(s) have no calibration and will fail at "
+        f"apply_calibration: {_summarise(sorted(CALPLAN.problems))}"
+    )
+
+
+def calibration_inputs(wildcards):
+    """The group's MS and its candidate caltables, nearest first."""
+    return {
+        "ms": naming.ms_path(RESULTS, wildcards.group),
+        "caltables": [
+            naming.product_path(RESULTS, "caltable", c)
+            for c in CALPLAN.candidates.get(wildcards.group, [])
+        ],
+    }
+
+
+def calibration_problem(wildcards):
+    """Why a group has no candidate calibration (None when it has some)."""
+    return CALPLAN.problems.get(wildcards.group)
+
+
 def all_targets():
     """Every final product of every complete group.
 
     With no group, the target is raw_dir itself (it exists), so Snakemake
     plans no job at all; a target list that is empty would still run 'all'.
     """
-    targets = [naming.ms_path(RESULTS, group_id) for group_id in GROUPS]
+    targets = [naming.product_path(RESULTS, "calibrated", group_id) for group_id in GROUPS]
+    if CALPLAN.calgroups:
+        targets.append(naming.calflux_path(RESULTS))
     return targets or [RAW]

@@ -214,6 +214,8 @@ def _metadata_uvdata(ref: Subband, ordered: list[Subband], geo: Geometry, opts: 
     uv.spw_array = np.array([0])
     uv.flex_spw_id_array = np.zeros(freq.size, dtype=int)
     uv.telescope.name = opts.telescope_name
+    # Without a mount type CASA warns on every parallactic-angle computation.
+    uv.telescope.mount_type = ["alt-az"] * uv.telescope.Nants
     uv.phase_center_catalog = {}
     cat_id = uv._add_phase_center(
         f"meridian_{group}", cat_type="sidereal", cat_lon=geo.ra_rad, cat_lat=geo.dec_rad,

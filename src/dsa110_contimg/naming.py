@@ -231,6 +231,11 @@ def ms_path(results_dir: str | os.PathLike, group: str | datetime) -> str:
     return product_path(results_dir, "ms", group)
 
 
+def calflux_path(results_dir: str | os.PathLike) -> str:
+    """The calibrator flux monitoring table (one for the whole run)."""
+    return os.path.join(os.fspath(results_dir), "calibration", "calibrator_flux.csv")
+
+
 def sidecar_path(product: str | os.PathLike) -> str:
     """The JSON sidecar that describes a product: ``<product>.json``."""
     return os.fspath(product) + ".json"

@@ -6,6 +6,7 @@ without Snakemake. Each stage lives in its own module; this package exports
 the stage functions by rule name.
 """
 
+from .calibrate import apply_calibration, calibrator_flux, solve_calibration
 from .convert import convert
 
-__all__ = ["convert"]
+__all__ = ["apply_calibration", "calibrator_flux", "convert", "solve_calibration"]

@@ -1,0 +1,89 @@
+"""Parse-time calibration plan: which groups are calibrator transits, and which
+calibrations each observation may use, nearest first.
+
+A pure function of group ids (their start times), the pointing declination and
+config, so the Snakefile can wire every job before anything runs. Whether a
+solution passes QA is known only after solving, so each observation is given
+its candidates in order of preference; rule apply_calibration takes the first
+that passed (:func:`pick`), or stops with the reason none can be used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from astropy.time import Time
+
+from . import naming, telescope
+from .transits import CalInfo, Choice, GroupInfo, calibrator_transits, choose_calibration
+
+
+@dataclass(frozen=True)
+class CalibrationPlan:
+    """Calibrator groups (id -> calibrator name) and each group's candidates."""
+
+    calgroups: dict[str, str]
+    candidates: dict[str, list[str]]
+    problems: dict[str, str] = field(default_factory=dict)
+
+
+def group_start_jd(group_ids: Iterable[str]) -> dict[str, float]:
+    """Start JD of each group, from its id (its earliest file name time)."""
+    ids = list(group_ids)
+    if not ids:
+        return {}
+    jd = Time([naming.parse_timestamp(g) for g in ids]).jd
+    return dict(zip(ids, np.atleast_1d(jd).tolist()))
+
+
+def plan_calibration(group_ids: Iterable[str], dec_deg: float, cfg: Mapping) -> CalibrationPlan:
+    """The plan for ``group_ids`` pointed at ``dec_deg``, with ``cfg`` = config["calibration"]."""
+    starts = group_start_jd(group_ids)
+    if not starts:
+        return CalibrationPlan({}, {})
+    ids = sorted(starts, key=starts.get)
+    start_jd = np.array([starts[g] for g in ids])
+    span = telescope.OBSERVATION_S / 86400
+    transits = calibrator_transits(start_jd[0], start_jd[-1] + span, dec_deg, cfg["dec_tolerance_deg"])
+    calgroups: dict[str, str] = {}
+    for row in transits.itertuples():
+        i = np.searchsorted(start_jd, row.transit_jd, side="right") - 1
+        if i >= 0 and row.transit_jd < start_jd[i] + span:
+            calgroups.setdefault(ids[i], row.name)
+    candidates, problems = {}, {}
+    limit_days = cfg["max_separation_h"] / 24
+    for g in ids:
+        if cfg.get("pin"):
+            candidates[g] = [cfg["pin"]]
+            continue
+        near = [c for c in calgroups if abs(starts[c] - starts[g]) <= limit_days]
+        candidates[g] = sorted(near, key=lambda c: (abs(starts[c] - starts[g]), starts[c]))
+        if not near:
+            problems[g] = (
+                f"no calibrator transit within {cfg['max_separation_h']} h of {g} at dec {dec_deg:.2f} "
+                f"(calibrators within {cfg['dec_tolerance_deg']} deg of it: "
+                f"{', '.join(sorted(set(calgroups.values()))) or 'none in this span'})"
+            )
+    return CalibrationPlan(calgroups, candidates, problems)
+
+
+def pick(group: str, dec_deg: float, candidates: Mapping[str, Mapping], cfg: Mapping) -> Choice:
+    """Choose among solved candidates: ``candidates`` maps calgroup -> its sidecar qa.
+
+    Uses :func:`transits.choose_calibration`, so the same rules (nearest that
+    passed QA, within the window, same declination, pinned overrides) hold at
+    run time as at parse time. Raises ``NoCalibrationError`` naming the group.
+    """
+    starts = group_start_jd([group, *candidates])
+    target = GroupInfo(group, starts[group], dec_deg)
+    cals = [
+        CalInfo(c, starts[c], float(qa.get("dec_deg", dec_deg)), bool(qa.get("passed", False)))
+        for c, qa in candidates.items()
+    ]
+    choice = choose_calibration(
+        [target], cals, max_separation_h=cfg["max_separation_h"],
+        warn_beyond_h=cfg["warn_beyond_h"], pinned=cfg.get("pin"),
+    )
+    return choice[group]

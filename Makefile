@@ -1,4 +1,4 @@
-# make demo | make test | make dag | make rulegraph | make clean-demo
+# make demo | make test | make dag | make rulegraph | make clean-demo | make slurm-up | make demo-slurm
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 
@@ -8,8 +8,10 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 # Config used to draw the DAG pictures (the demo's by default).
 CONFIGFILE ?= config/demo.yaml
+# Products to draw the pictures for (default: everything, rule all).
+TARGET ?=
 
-.PHONY: venv demo demo-raw test dag rulegraph clean-demo
+.PHONY: venv demo demo-raw test dag rulegraph clean-demo slurm-up slurm-down slurm-status demo-slurm
 
 venv: $(STAMP)
 
@@ -26,19 +28,32 @@ test: venv
 demo-raw: venv
 	@if [ -z "$$(ls -A demo/raw 2>/dev/null)" ]; then \
 	  set -x; \
-	  $(BIN)/contimg simulate --out demo/raw --start 2025-06-15T06:00:00 --n-obs 2 --n-ants 16 --n-chan 8 --n-int 6 --seed 1; \
+	  $(BIN)/contimg simulate --out demo/raw --start 2025-06-16T03:45:00 --dec 30.5 --n-obs 3 --n-ants 16 --n-chan 8 --n-int 6 --seed 1; \
 	else echo "demo/raw already has data (make clean-demo to start again)"; fi
 
 demo: demo-raw
 	$(BIN)/snakemake --profile profiles/default --configfile config/demo.yaml
 
-# Pictures of the workflow: every rule once (rulegraph) or every job (dag).
+# Pictures of the workflow: every rule once (rulegraph) or every job (dag),
+# of everything or of TARGET (e.g. make dag TARGET=demo/results/ms/<group>.ms).
 DAG_DEPS := venv $(if $(filter config/demo.yaml,$(CONFIGFILE)),demo-raw)
 
 rulegraph dag: $(DAG_DEPS)
 	@command -v dot >/dev/null || { echo "graphviz 'dot' not found (apt-get install graphviz)" >&2; exit 1; }
-	$(BIN)/snakemake --configfile $(CONFIGFILE) --$@ | dot -Tsvg > $@.svg
+	$(BIN)/snakemake $(TARGET) --$@ --configfile $(CONFIGFILE) | dot -Tsvg > $@.svg
 	@echo "wrote $@.svg"
+
+# A single-node Slurm on this machine (root; Debian packages named by the
+# script), and the demo run through it with profiles/slurm-test.
+slurm-up:
+	cluster/slurm.sh start
+slurm-down:
+	cluster/slurm.sh stop
+slurm-status:
+	cluster/slurm.sh status
+
+demo-slurm: demo-raw slurm-up
+	$(BIN)/snakemake --profile profiles/slurm-test --configfile config/demo.yaml
 
 clean-demo:
 	rm -rf demo dag.svg rulegraph.svg

@@ -11,6 +11,15 @@ from dsa110_contimg import calplan, grouping, naming
 RAW = config["raw_dir"]
 RESULTS = config["results_dir"]
 
+# Every job registers its product: an unreachable database, or one at another
+# schema revision, must stop the run here rather than fail each job at its end.
+from dsa110_contimg.db import DatabaseError, check_database
+
+try:
+    check_database(config)
+except DatabaseError as err:
+    raise WorkflowError(f"product database: {err}") from None
+
 
 def _say(text):
     print(text, file=sys.stderr)

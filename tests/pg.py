@@ -8,6 +8,7 @@ starts in about half a second and is removed completely by :meth:`stop`.
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import pwd
@@ -119,3 +120,15 @@ def start_or_skip() -> PostgresServer:
         if os.environ.get("CI"):
             pytest.fail(f"{exc}; CI is set, so PostgreSQL tests must run")
         pytest.skip(str(exc))
+
+
+_shared: PostgresServer | None = None
+
+
+def shared_server() -> PostgresServer:
+    """One server per test process, whichever test module asks first; stopped at exit."""
+    global _shared
+    if _shared is None:
+        _shared = start_or_skip()
+        atexit.register(_shared.stop)
+    return _shared

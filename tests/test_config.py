@@ -12,14 +12,17 @@ from dsa110_contimg.config import ConfigError, load_config, schema, validate_con
 
 def test_empty_config_gets_every_default():
     cfg = validate_config({})
-    assert cfg == {
+    assert set(cfg) == set(schema()["properties"]), "every top-level section is filled in"
+    expected = {
         "raw_dir": "raw",
         "results_dir": "results",
         "database": {"url": None},
         "grouping": {"tolerance_s": 60, "n_subbands": 16, "incomplete": "skip"},
         "convert": {"telescope_name": "OVRO-LWA", "flag_autocorrelations": True},
-        "resources": {"convert": {"threads": 1, "mem_mb": 4000, "runtime": 30}},
     }
+    assert {k: cfg[k] for k in expected} == expected
+    assert cfg["resources"]["convert"] == {"threads": 1, "mem_mb": 4000, "runtime": 30}
+    assert set(cfg["resources"]) == set(schema()["properties"]["resources"]["properties"])
 
 
 def test_partial_sections_are_completed_and_input_is_not_modified():

@@ -174,4 +174,7 @@ def test_failed_conversion_keeps_the_previous_product_and_registers_nothing(smal
         assert t.nrows() == n_rows
     with Database.from_config(config) as db:
         rows = db.list_products(kind="ms")
+        runs = db.job_runs()
     assert len(rows) == 1 and rows[0]["status"] == "current"
+    failed = [r for r in runs if r["status"] == "failed"]
+    assert len(failed) == 1 and files[9].name in failed[0]["message"], "the failure and its reason are recorded"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import multiprocessing
 import shutil
 import sqlite3
 import threading
@@ -12,37 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from pg import start_or_skip
+from db_products import GROUP, GROUP2, db_url, make_ms, make_raw, pg_server  # noqa: F401
 
 from dsa110_contimg import db as dbmod
-from dsa110_contimg import naming
 from dsa110_contimg.db import Database, DatabaseError, UnknownKindError
-from dsa110_contimg.provenance import SidecarError, atomic_output, read_sidecar, write_sidecar
-
-GROUP = "2025-06-15T08:00:03"
-GROUP2 = "2025-06-15T08:05:12"
-
-
-# ---------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="session")
-def pg_server():
-    server = start_or_skip()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    """An empty database of each back end."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/products.sqlite"
-        return
-    server = request.getfixturevalue("pg_server")
-    url = server.create_database()
-    yield url
-    server.drop_database(url)
+from dsa110_contimg.provenance import SidecarError, read_sidecar, write_sidecar
 
 
 @pytest.fixture
@@ -57,49 +30,6 @@ def dirs(tmp_path):
     raw.mkdir()
     results.mkdir()
     return raw, results
-
-
-# ------------------------------------------------------------------ helpers
-
-
-def make_raw(raw: Path, group: str, subbands=range(16)) -> list[Path]:
-    """Raw subband files, opened 0-2 s apart like the correlator's."""
-    start = dt.datetime.fromisoformat(group)
-    paths = []
-    for sb in subbands:
-        path = raw / naming.raw_filename(start + dt.timedelta(seconds=sb % 3), sb)
-        path.write_bytes(b"x" * (100 + sb))
-        paths.append(path)
-    return paths
-
-
-def ms_qa(group: str, flagged: float = 0.1) -> dict:
-    start = dt.datetime.fromisoformat(group)
-    return {
-        "n_rows": 24 * 4656,
-        "n_antennas": 96,
-        "n_channels": 768,
-        "freq_min_hz": 1.3114e9,
-        "freq_max_hz": 1.4986e9,
-        "time_start": start.isoformat() + "Z",
-        "time_end": (start + dt.timedelta(seconds=309)).isoformat() + "Z",
-        "ra_deg": 120.5,
-        "dec_deg": 16.1,
-        "flagged_fraction": flagged,
-        "zero_fraction": 0.0,
-        "rms_jy": 0.01,
-    }
-
-
-def make_ms(results: Path, group: str, inputs, *, flagged: float = 0.1) -> Path:
-    """A directory product plus its sidecar, written the way the rules write them."""
-    product = results / "ms" / f"{group}.ms"
-    with atomic_output(product) as tmp:
-        (tmp / "ANTENNA").mkdir(parents=True)
-        (tmp / "table.dat").write_bytes(b"ms")
-    qa = ms_qa(group, flagged)
-    write_sidecar(product, kind="ms", group=group, inputs=inputs, config={"flag": flagged}, qa=qa)
-    return product
 
 
 def rows(database, kind="ms", **kw):
@@ -295,7 +225,7 @@ def test_sync_report_text():
     report.gone.append(("ms", "/r/x.ms"))
     text = str(report)
     assert text.splitlines()[0] == "sync: 25 added, 0 updated, 1 gone, 0 unchanged"
-    assert "... and 5 more added" in text and "gone    ms     /r/x.ms" in text
+    assert "... and 5 more added" in text and "gone    ms          /r/x.ms" in text
 
 
 # ---------------------------------------------------------- configuration
@@ -310,7 +240,7 @@ def test_from_config_defaults_to_sqlite_in_results(tmp_path):
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"raw_files", "observation_groups", "measurement_sets"} <= tables
+    assert {"raw_files", "observation_groups", "products", "measurement_sets"} <= tables
 
 
 def test_from_config_uses_url(db_url, dirs):
@@ -370,31 +300,7 @@ def test_locked_sqlite_is_retried(tmp_path, dirs):
     holder = threading.Thread(target=hold_lock, args=(0.6, ready))
     holder.start()
     ready.wait()
-    with pytest.raises(DatabaseError, match="database is locked"):
-        Database(url, busy_timeout_s=0.05, max_attempts=1)
+    with Database(url, busy_timeout_s=0.05, max_attempts=1) as database:
+        with pytest.raises(DatabaseError, match="database is locked"):
+            database.register_product(product)
     holder.join()
-
-
-def test_concurrent_registration(db_url, dirs):
-    """8 processes register different products into one fresh database at once."""
-    raw, results = dirs
-    products = []
-    for i in range(24):
-        group = naming.format_timestamp(dt.datetime(2025, 6, 15, 8) + dt.timedelta(seconds=309 * i))
-        products.append(str(make_ms(results, group, make_raw(raw, group, subbands=range(2)))))
-    config = {"results_dir": str(results), "database": {"url": db_url}}
-
-    ctx = multiprocessing.get_context("spawn")
-    workers = [ctx.Process(target=dbmod.register, args=(config, *products[i::8])) for i in range(8)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=120)
-    assert [w.exitcode for w in workers] == [0] * 8
-
-    with Database(db_url) as database:
-        paths = [r["path"] for r in rows(database)]
-        assert sorted(paths) == sorted(products)
-        assert len(database.list_raw_files()) == 48
-        assert len(database.group_summary()) == 24
-        assert not database.sync(results, raw).changed

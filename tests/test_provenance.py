@@ -246,3 +246,17 @@ def test_newer_schema_is_refused(tmp_path):
     path.write_text(json.dumps(record))
     with pytest.raises(SidecarError, match="schema_version 2"):
         read_sidecar(path)
+
+
+def test_leftovers_of_killed_attempts_are_removed_by_the_next(tmp_path):
+    final = tmp_path / "x.ms"
+    stale = tmp_path / ".x.ms.tmp-999999"  # another process id, killed mid-write
+    (stale / "sub").mkdir(parents=True)
+    (stale / "sub" / "data").write_bytes(b"partial")
+    other = tmp_path / ".x.ms.json.tmp-999999"  # a different product's temporary
+    other.write_text("{}")
+    with atomic_output(final) as tmp:
+        tmp.mkdir()
+        (tmp / "table.dat").write_text("complete")
+    assert not stale.exists() and other.exists()
+    assert (final / "table.dat").read_text() == "complete"

@@ -61,3 +61,41 @@ def test_workflow_converts_good_groups_and_names_the_bad_one(tmp_path, snakemake
     with Database.from_config(config) as db:
         rows = [r for r in db.list_products(kind="ms") if r["group_id"] == groups[0]]
     assert len(rows) == 1 and rows[0]["status"] == "current"
+
+
+def test_one_transit_is_solved_once_and_calibrates_every_observation(tmp_path, snakemake_exe, repo_root):
+    import json
+
+    from astropy.time import Time
+
+    from dsa110_contimg import geometry
+    from dsa110_contimg.calibrators import load_calibrators
+
+    import numpy as np
+    from astropy import units as u
+
+    cal = load_calibrators().set_index("name").loc["3C286"]
+    t0 = Time(SMALL.start)
+    dra = (np.radians(cal.ra_deg) - geometry.lst(np.array([t0.jd]))[0]) % (2 * np.pi)
+    transit = t0 + dra / (2 * np.pi) * 0.99726957 * u.day
+    start = (transit - 100 * u.s).to_datetime().replace(microsecond=0)
+    simulate(tmp_path, replace(SMALL, start=start, n_obs=3, n_int=6, n_ants=16, n_chan=4, dec_deg=30.5,
+                               n_sources=4))
+    (tmp_path / "dec.yaml").write_text("pointing:\n  dec_deg: 30.5\n")
+    out = _run(snakemake_exe, repo_root, tmp_path, "--configfile", str(repo_root / "config" / "config.yaml"),
+               str(tmp_path / "dec.yaml"))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    caltables = sorted((tmp_path / "results" / "caltables").glob("*[0-9]"))
+    assert len(caltables) == 1, "one transit, one solution"
+    calgroup = caltables[0].name
+    calibrated = sorted((tmp_path / "results" / "calibrated").glob("*.ms"))
+    assert len(calibrated) == 3
+    for ms in calibrated:
+        qa = json.loads((ms.parent / (ms.name + ".json")).read_text())["qa"]
+        assert qa["caltable"] == calgroup and qa["flagged_fraction"] < 0.2
+    flux = (tmp_path / naming.calflux_path("results")).read_text()
+    assert "3C286" in flux
+    config = validate_config({"results_dir": str(tmp_path / "results")})
+    with Database.from_config(config) as db:
+        kinds = [r["kind"] for r in db.list_products()]
+    assert kinds.count("caltable") == 1 and kinds.count("calibrated") == 3

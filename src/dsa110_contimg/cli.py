@@ -62,7 +62,75 @@ def _add_db(sub: argparse._SubParsersAction) -> None:
         description="Register every product sidecar and raw file, mark deleted products gone.",
     )
     sync.add_argument("--config", default="config/config.yaml", help="pipeline config (default: %(default)s)")
+    sync.add_argument(
+        "--full", action="store_true",
+        help="register every product again, even those whose sidecar and file are unchanged",
+    )  # fmt: skip
     sync.set_defaults(func=cmd_db_sync)
+    upgrade = db_sub.add_parser(
+        "upgrade",
+        help="bring the database schema to this software's revision",
+        description="Migrate the product database (from any earlier revision, or empty) to the "
+        "schema revision this software writes. Run it with no pipeline job running.",
+    )
+    upgrade.add_argument("--config", default="config/config.yaml", help="pipeline config (default: %(default)s)")
+    upgrade.set_defaults(func=cmd_db_upgrade)
+
+
+def _iso_time(text: str):
+    """An argparse type: an ISO date or UTC time."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date or time (YYYY-MM-DD[THH:MM:SS])") from None
+
+
+def _add_products(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("products", help="find products in the database")
+    products_sub = p.add_subparsers(dest="products_command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default="config/config.yaml", help="pipeline config (default: %(default)s)")
+    common.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
+
+    listing = products_sub.add_parser(
+        "list",
+        parents=[common],
+        help="list products, filtered",
+        description="List products by kind, observation time, declination, grade and status. "
+        "Time and declination are the product's own (e.g. a caltable's transit) or its group's.",
+    )
+    listing.add_argument("--kind", help="product kind (ms, caltable, calibrated, image, photometry, ...)")
+    listing.add_argument("--since", type=_iso_time, help="observed at or after this UTC date/time")
+    listing.add_argument("--until", type=_iso_time, help="observed before this UTC date/time")
+    listing.add_argument("--dec", type=float, help="declination (deg), matched within --dec-tol")
+    listing.add_argument("--dec-tol", type=float, default=1.0, help="declination tolerance, deg (default: %(default)s)")
+    listing.add_argument("--grade", choices=("good", "marginal", "bad"), help="QA grade (images, mosaics)")
+    listing.add_argument(
+        "--status", choices=("current", "gone", "active", "retired"),
+        help="current/gone (file exists or was deleted); active/retired (calibrations)",
+    )  # fmt: skip
+    listing.add_argument("--group", help="observation group id")
+    listing.set_defaults(func=cmd_products_list)
+
+    show = products_sub.add_parser(
+        "show",
+        parents=[common],
+        help="one product or raw file: what it was made from and what was made from it",
+    )
+    show.add_argument("path", help="product or raw file path")
+    show.set_defaults(func=cmd_products_show)
+
+    night = products_sub.add_parser(
+        "night",
+        parents=[common],
+        help="what happened to one UTC day's observations",
+        description="Groups seen, converted, calibrated, imaged and failed (with the reasons "
+        "from the job runs) for the observations of one UTC date.",
+    )
+    night.add_argument("date", type=_iso_time, help="YYYY-MM-DD (UTC)")
+    night.set_defaults(func=cmd_products_night)
 
 
 def _add_config(sub: argparse._SubParsersAction) -> None:
@@ -85,6 +153,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     _add_simulate(sub, chosen=bool(argv) and argv[0] == "simulate")
     _add_groups(sub)
     _add_db(sub)
+    _add_products(sub)
     _add_config(sub)
     return parser
 
@@ -123,10 +192,65 @@ def cmd_db_sync(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     database = db.Database.from_config(cfg)
     try:
-        report = database.sync(cfg["results_dir"], cfg["raw_dir"], tolerance_s=cfg["grouping"]["tolerance_s"])
+        report = database.sync(
+            cfg["results_dir"], cfg["raw_dir"], tolerance_s=cfg["grouping"]["tolerance_s"], full=args.full
+        )
     finally:
         database.close()
     print(report)
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from . import db
+
+    cfg = load_config(args.config)
+    with db.Database.from_config(cfg, check_schema=False) as database:
+        before, after = database.upgrade()
+        where = database.masked_url
+    if before == after:
+        print(f"{where}: already at schema revision {after}")
+    else:
+        print(f"{where}: upgraded from revision {before or 'none (empty)'} to {after}")
+    return 0
+
+
+def _products_db(args: argparse.Namespace):
+    from . import db
+
+    return db.Database.from_config(load_config(args.config))
+
+
+def cmd_products_list(args: argparse.Namespace) -> int:
+    from .db import present
+
+    filters = dict(
+        status=args.status, since=args.since, until=args.until, dec=args.dec,
+        dec_tol=args.dec_tol, grade=args.grade, group=args.group,
+    )  # fmt: skip
+    with _products_db(args) as database:
+        rows = database.list_products(args.kind, **filters)
+    print(present.products(rows, args.format))
+    return 0
+
+
+def cmd_products_show(args: argparse.Namespace) -> int:
+    from .db import present
+
+    with _products_db(args) as database:
+        down = database.provenance(args.path)
+        up = database.derived(args.path)
+        product = database.get_product(args.path)
+    print(present.show(product, down, up, args.format))
+    return 0
+
+
+def cmd_products_night(args: argparse.Namespace) -> int:
+    from .db import present
+
+    with _products_db(args) as database:
+        summary = database.night(args.date.date())
+    print(present.night(summary, args.format))
     return 0
 
 
@@ -143,7 +267,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """USER_ERRORS plus the database's own, when its module can be imported."""
     if "dsa110_contimg.db" in sys.modules:
         db = sys.modules["dsa110_contimg.db"]
-        return USER_ERRORS + (db.DatabaseError,)
+        return USER_ERRORS + (db.DatabaseError, db.NotFoundError, db.UnknownKindError)
     return USER_ERRORS
 
 

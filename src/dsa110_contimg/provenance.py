@@ -80,7 +80,8 @@ def atomic_output(final: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling of ``final`` to write; rename it into place on success.
 
     The temporary is ``<parent>/.<name>.tmp-<pid>`` (same file system, so the
-    rename is atomic; hidden, so nothing mistakes it for a product). The caller
+    rename is atomic; hidden, so nothing mistakes it for a product); those left
+    by killed attempts are removed first. The caller
     creates a file or a directory there. On normal exit it replaces ``final``;
     an existing ``final`` is removed only then, after the new product is
     complete. On an exception the temporary is removed and ``final`` is left
@@ -89,7 +90,11 @@ def atomic_output(final: str | os.PathLike[str]) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    _remove(tmp)  # a stale leftover of an earlier, killed attempt of this process id
+    # Leftovers of earlier attempts that were killed (SIGKILL, node failure)
+    # cannot clean up after themselves; the next attempt does. Snakemake never
+    # runs two jobs for the same output at once, so none of these is live.
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):
+        _remove(stale)
     try:
         yield tmp
     except BaseException:

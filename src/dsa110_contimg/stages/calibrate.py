@@ -30,7 +30,7 @@ def solve_calibration(ms: str, caltable: str, calgroup: str, config: Mapping[str
     and the failure stays on record; it is never used unless pinned.
     """
     cfg = config["calibration"]
-    with logged(log, "solve_calibration", calgroup) as logger:
+    with logged(log, "solve_calibration", calgroup, config, {"calgroup": calgroup}) as logger:
         t0 = time.perf_counter()
         with provenance.atomic_output(caltable) as tmp:
             tmp.mkdir()
@@ -69,7 +69,7 @@ def apply_calibration(
     the parse-time plan); ``problem`` is the plan's reason when there are none.
     """
     cfg = config["calibration"]
-    with logged(log, "apply_calibration", group) as logger:
+    with logged(log, "apply_calibration", group, config) as logger:
         if not caltables:
             raise NoCalibrationError(problem or f"{group}: no calibration candidates")
         ms_qa = provenance.read_sidecar(provenance.sidecar_path(ms))["qa"]
@@ -97,7 +97,7 @@ def apply_calibration(
 
 def calibrator_flux(caltables: Sequence[str], table: str, config: Mapping[str, Any], log: str | None = None):
     """Rule ``calibrator_flux``: every solution's calibrator flux against its catalogue flux."""
-    with logged(log, "calibrator_flux", "all") as logger:
+    with logged(log, "calibrator_flux", "all", config, {}) as logger:
         records = [provenance.read_sidecar(provenance.sidecar_path(c)) for c in caltables]
         result = fluxmon.monitor(records, config["calibration"]["flux_alert_fraction"])
         for row in result.itertuples():

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import logging
 import os
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import ExitStack, contextmanager
+from typing import Any
 
 log = logging.getLogger("dsa110_contimg")
 
 
 @contextmanager
-def logged(logfile: str | os.PathLike | None, stage: str, what: str):
-    """Log to ``logfile`` (and stderr) for one stage; the failure reason ends the log."""
+def logged(
+    logfile: str | os.PathLike | None,
+    stage: str,
+    what: str,
+    config: Mapping[str, Any] | None = None,
+    wildcards: Mapping[str, Any] | None = None,
+):
+    """Log to ``logfile`` (and stderr) for one stage; the failure reason ends the log.
+
+    With ``config``, the run is also recorded in the product database's job
+    runs (running, then success or failed with the reason), so operators can
+    see what failed and why without reading logs.
+    """
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if logfile:
         os.makedirs(os.path.dirname(os.path.abspath(logfile)), exist_ok=True)
@@ -23,7 +36,12 @@ def logged(logfile: str | os.PathLike | None, stage: str, what: str):
     log.setLevel(logging.INFO)
     log.info("%s %s: start", stage, what)
     try:
-        yield log
+        with ExitStack() as stack:
+            if config is not None:
+                from ..db import job_run
+
+                stack.enter_context(job_run(config, stage, wildcards or {"group": what}, log=logfile))
+            yield log
     except Exception as exc:
         log.error("%s %s failed: %s", stage, what, exc)
         raise

@@ -24,7 +24,7 @@ def convert(
         telescope_name=config["convert"]["telescope_name"],
         flag_autocorrelations=config["convert"]["flag_autocorrelations"],
     )
-    with logged(log, "convert", group) as logger:
+    with logged(log, "convert", group, config) as logger:
         logger.info("%d subbands -> %s", len(subbands), ms)
         t0 = time.perf_counter()
         with provenance.atomic_output(ms) as tmp:

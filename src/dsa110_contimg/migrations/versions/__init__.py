@@ -1,0 +1,1 @@
+"""One module per schema revision (see ``dsa110_contimg.migrations``)."""

@@ -1,0 +1,84 @@
+"""The workflow refuses, at parse time, a database it could not register products in.
+
+Each test runs the real ``snakemake -n`` in a temporary working directory
+(as tests/test_workflow_dryrun.py does): the error must come before any job
+is planned, naming the database and the fix.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from dsa110_contimg import naming
+from dsa110_contimg.db import Database, migrate
+from dsa110_contimg.db.core import make_engine
+
+T0 = datetime(2025, 6, 15, 6, 0, 0)
+
+
+@pytest.fixture
+def run(snakemake_exe, repo_root, tmp_path):
+    """``snakemake -n`` on the repository's workflow, one complete group in tmp_path/raw."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for sb in range(16):
+        (raw / naming.raw_filename(T0 + timedelta(seconds=sb % 3), sb)).touch()
+
+    def _run(*config: str) -> tuple[int, str]:
+        cmd = [
+            str(snakemake_exe), "-n",
+            "--snakefile", str(repo_root / "Snakefile"),
+            "--directory", str(tmp_path),
+            "--configfile", str(repo_root / "config" / "config.yaml"),
+            "--config", "raw_dir=raw", "results_dir=results", *config,
+        ]  # fmt: skip
+        result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        return result.returncode, result.stdout + result.stderr
+
+    return _run
+
+
+
+def test_unreachable_postgresql_stops_before_any_job(run):
+    code, out = run("database={url: 'postgresql+psycopg://pipeline:s3cret@127.0.0.1:1/products'}")
+    assert code != 0
+    assert "product database: cannot reach database" in out
+    assert "pipeline:***@127.0.0.1:1/products" in out and "s3cret" not in out
+    assert "Job stats:" not in out
+
+
+def test_database_at_a_newer_revision_stops_before_any_job(run, tmp_path):
+    path = tmp_path / "results" / "products.sqlite"
+    path.parent.mkdir()
+    Database(f"sqlite:///{path}").close()
+    code, out = run()
+    assert code == 0, out  # at the head: fine
+    assert "Job stats:" in out
+
+    engine = make_engine(f"sqlite:///{path}")
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
+    engine.dispose()
+    code, out = run()
+    assert code != 0
+    assert "product database: database sqlite:///" in out
+    assert "schema revision 0099, newer than this software" in out
+    assert "Job stats:" not in out
+
+
+def test_database_at_an_older_revision_names_the_upgrade_command(run, tmp_path):
+    path = tmp_path / "results" / "products.sqlite"
+    path.parent.mkdir()
+    engine = make_engine(f"sqlite:///{path}")
+    with engine.begin() as connection:
+        migrate.upgrade(connection, "0001")
+    engine.dispose()
+    code, out = run()
+    assert code != 0
+    assert "schema revision 0001, this software needs" in out
+    assert "contimg db upgrade --config" in out
+    assert "Job stats:" not in out

@@ -13,7 +13,7 @@ rule solve_calibration:
         naming.benchmark_path(RESULTS, "solve_calibration", "{calgroup}")
     threads: res("solve_calibration", "threads")
     resources:
-        mem_mb=res("solve_calibration", "mem_mb"),
+        mem_mb=mem_mb("solve_calibration"),
         runtime=res("solve_calibration", "runtime"),
     script:
         "../scripts/solve_calibration.py"
@@ -33,7 +33,7 @@ rule apply_calibration:
         naming.benchmark_path(RESULTS, "apply_calibration", "{group}")
     threads: res("apply_calibration", "threads")
     resources:
-        mem_mb=res("apply_calibration", "mem_mb"),
+        mem_mb=mem_mb("apply_calibration"),
         runtime=res("apply_calibration", "runtime"),
     script:
         "../scripts/apply_calibration.py"

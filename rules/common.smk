@@ -20,6 +20,12 @@ try:
 except DatabaseError as err:
     raise WorkflowError(f"product database: {err}") from None
 
+# A catalogue that cannot be read would fail every photometry job; say so now.
+from dsa110_contimg.catalogue import check_catalogue
+
+if problem := check_catalogue(config):
+    raise WorkflowError(f"catalogue: {problem}")
+
 
 def _say(text):
     print(text, file=sys.stderr)
@@ -74,6 +80,12 @@ def res(rule, key):
     return config["resources"][rule][key]
 
 
+def mem_mb(rule):
+    """``resources.<rule>.mem_mb`` times the attempt: a retry after running out
+    of memory (profiles set ``retries``) asks the scheduler for more."""
+    return lambda wildcards, attempt: res(rule, "mem_mb") * attempt
+
+
 def group_of(wildcards):
     """The complete group named by the ``group`` wildcard, or a clear error."""
     try:
@@ -122,12 +134,15 @@ def calibration_problem(wildcards):
 
 
 def all_targets():
-    """Every final product of every complete group.
+    """Every final product of every complete group (images, photometry and the
+    light-curve fan-in when a catalogue is configured; the calibrator flux
+    table when a calibrator transits). Mosaics are asked for by name.
 
     With no group, the target is raw_dir itself (it exists), so Snakemake
     plans no job at all; a target list that is empty would still run 'all'.
     """
-    targets = [naming.product_path(RESULTS, "calibrated", group_id) for group_id in GROUPS]
+    targets = [naming.product_path(RESULTS, "image", group_id) for group_id in GROUPS]
     if CALPLAN.calgroups:
         targets.append(naming.calflux_path(RESULTS))
+    targets += photometry_targets()
     return targets or [RAW]

@@ -13,7 +13,7 @@ rule convert:
         naming.benchmark_path(RESULTS, "convert", "{group}")
     threads: res("convert", "threads")
     resources:
-        mem_mb=res("convert", "mem_mb"),
+        mem_mb=mem_mb("convert"),
         runtime=res("convert", "runtime"),
     script:
         "../scripts/convert.py"

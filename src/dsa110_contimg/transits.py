@@ -17,11 +17,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import erfa
 import numpy as np
 import pandas as pd
 from astropy.time import Time
 
-from . import geometry, telescope
+from . import telescope
 from .calibrators import load_calibrators
 
 SECONDS_PER_DAY = 86400.0
@@ -51,8 +52,31 @@ def lst_hours(times) -> np.ndarray:
     ``times`` are astropy Time(s) or UTC JDs. One vectorised call (pyuvdata on
     top of astropy/ERFA), so a month of integrations costs milliseconds.
     """
+    from . import geometry  # pyuvdata + IERS tables: only for this precise LST
+
     jd = np.atleast_1d(_to_jd(times))
     return np.degrees(geometry.lst(jd.ravel())).reshape(jd.shape) / 15.0
+
+
+# Parse-time planning needs transit times to a second, not UT1 to a
+# millisecond: these use ERFA directly with UT1 = UTC (|UT1 - UTC| < 0.9 s by
+# definition, ~0.05 s in 2025), so planning a month never loads astropy's IERS
+# tables or pyuvdata (seconds per Snakemake process, and every Slurm job
+# re-reads the Snakefile).
+_TT_MINUS_UTC_DAYS = (37.0 + 32.184) / SECONDS_PER_DAY  # TAI - UTC = 37 s since 2017
+
+
+def _planning_lst(jd_utc: np.ndarray) -> np.ndarray:
+    """Apparent LST (rad) with UT1 = UTC."""
+    jd_utc = np.asarray(jd_utc, dtype=float)
+    gast = erfa.gst06a(jd_utc, 0.0, jd_utc, _TT_MINUS_UTC_DAYS)
+    return (gast + np.radians(telescope.LONGITUDE_DEG)) % (2 * np.pi)
+
+
+def _planning_apparent_ra(jd_utc: np.ndarray, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """Geocentric apparent RA of date (rad, equinox based) of ICRS positions."""
+    ri, _, eo = erfa.atci13(ra, dec, 0.0, 0.0, 0.0, 0.0, np.asarray(jd_utc, float), _TT_MINUS_UTC_DAYS)
+    return (ri - eo) % (2 * np.pi)
 
 
 def _wrap_pi(a: np.ndarray) -> np.ndarray:
@@ -75,7 +99,8 @@ def calibrator_transits(
     Candidate times come from one LST evaluation at ``start`` stepped by a
     sidereal day; two Newton steps on HA = LST - apparent RA (both evaluated at
     the candidate times, so precession/nutation/aberration are included) then
-    converge to well under 0.01 s. All arrays, no per-transit loop.
+    converge; UT1 is taken as UTC, so times are good to |UT1 - UTC| (< 1 s).
+    All arrays, no per-transit loop.
     """
     jd0, jd1 = float(_to_jd(start)), float(_to_jd(end))
     if jd1 < jd0:
@@ -93,8 +118,8 @@ def calibrator_transits(
     # Start one sidereal day early so a transit just after `start` cannot be lost
     # to the first-guess error; out-of-range results are dropped at the end.
     t_first = jd0 - 1.0
-    lst0 = geometry.lst(np.array([t_first]))[0]
-    app_ra0, _ = geometry.icrs_to_apparent(t_first, ra, dec)
+    lst0 = _planning_lst(np.array([t_first]))[0]
+    app_ra0 = _planning_apparent_ra(np.full(ra.size, t_first), ra, dec)
     first = t_first + ((app_ra0 - lst0) % (2 * np.pi)) / _SIDEREAL_RAD_PER_DAY
     n_days = int(np.ceil((jd1 - t_first) * 1.0027379)) + 2
     sidereal_day = 2 * np.pi / _SIDEREAL_RAD_PER_DAY
@@ -102,8 +127,8 @@ def calibrator_transits(
     idx = np.broadcast_to(np.arange(len(cat))[:, None], jd.shape).ravel()
     jd = jd.ravel()
     for _ in range(2):
-        app_ra, _ = geometry.icrs_to_apparent(jd, ra[idx], dec[idx])
-        ha = _wrap_pi(geometry.lst(jd) - app_ra)
+        app_ra = _planning_apparent_ra(jd, ra[idx], dec[idx])
+        ha = _wrap_pi(_planning_lst(jd) - app_ra)
         jd = jd - ha / _SIDEREAL_RAD_PER_DAY
 
     keep = (jd >= jd0) & (jd <= jd1)

@@ -1,0 +1,180 @@
+"""The workflow on a real Slurm: the single-node cluster of cluster/slurm.sh.
+
+Every job goes through sbatch and shows in sacct; products, sidecars and
+database rows land as in a local run; a wrong partition or an impossible
+memory request fails at once with Slurm's own reason instead of hanging.
+
+Needs root and the Debian packages named by cluster/slurm.sh (.ci/run installs
+them). Without them the tests are skipped, except in CI (CI set), where they
+fail. A cluster that is already up (`cluster/slurm.sh start` by hand) is used
+and left running; one started here is stopped at the end.
+
+To cover a new stage, add its products to ``targets`` in
+test_convert_runs_through_slurm (or ask for ``all``) and its rule name to the
+rules expected in the Slurm job logs; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from simdata import SMALL, simulate
+
+from dsa110_contimg import naming
+from dsa110_contimg.config import validate_config
+from dsa110_contimg.db import Database
+from dsa110_contimg.grouping import group_files
+
+IN_CI = bool(os.environ.get("CI"))
+
+
+def _cannot(reason: str):
+    if IN_CI:
+        pytest.fail(f"Slurm is required in CI and {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def slurm(repo_root):
+    """A running single-node Slurm; started (and finally stopped) here unless already up."""
+    script = repo_root / "cluster" / "slurm.sh"
+    if os.geteuid() != 0:
+        _cannot("the test cluster needs root (cluster/slurm.sh writes /etc/slurm)")
+    status = subprocess.run([script, "status"], capture_output=True, text=True, timeout=120)
+    started = False
+    if status.returncode != 0:
+        out = subprocess.run([script, "start"], capture_output=True, text=True, timeout=600)
+        if out.returncode != 0:
+            if "missing:" in out.stderr:
+                _cannot("Slurm is not installed: " + out.stderr.strip())
+            pytest.fail(f"cluster/slurm.sh start failed:\n{out.stdout}\n{out.stderr}")
+        started = True
+    yield
+    if started:
+        subprocess.run([script, "stop"], capture_output=True, text=True, timeout=300)
+
+
+def _snakemake(snakemake_exe, repo_root, workdir: Path, *args, timeout=420) -> subprocess.CompletedProcess:
+    """Snakemake started in ``workdir``; stopped with SIGINT on time-out (that cancels its Slurm jobs)."""
+    cmd = [str(snakemake_exe), "-s", str(repo_root / "Snakefile"), *args,
+           "--configfile", str(repo_root / "config" / "config.yaml")]
+    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+        raise AssertionError(f"snakemake did not finish in {timeout} s:\n{err[-4000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _sacct(run_id: str) -> list[dict[str, str]]:
+    """The Slurm jobs of one Snakemake run (the plugin names them by the run id)."""
+    fields = ["JobIDRaw", "State", "AllocCPUS", "WorkDir", "Partition"]
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "--starttime", "now-1days", "--name", run_id,
+         "-o", ",".join(fields)],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    return [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line.strip()]
+
+
+def _simulate_groups(tmp_path: Path, n_obs: int) -> list[str]:
+    files = simulate(tmp_path, replace(SMALL, n_obs=n_obs, n_int=6, calibrators=False))
+    groups = [g.id for g in group_files([f.name for f in files]).groups]
+    assert len(groups) == n_obs
+    return groups
+
+
+def test_convert_runs_through_slurm(tmp_path, slurm, snakemake_exe, repo_root):
+    groups = _simulate_groups(tmp_path, 2)
+    targets = [naming.ms_path("results", g) for g in groups]
+
+    t0 = time.monotonic()
+    out = _snakemake(snakemake_exe, repo_root, tmp_path, *targets,
+                     "--profile", str(repo_root / "profiles" / "slurm-test"))
+    wall = time.monotonic() - t0
+    assert out.returncode == 0, out.stderr[-4000:]
+    log = out.stderr
+    assert not re.search(r"^\s*localrule convert", log, re.M), "convert must not run on the submit host"
+
+    # Every job went through sbatch and sacct knows each of them, finished.
+    run_id = re.search(r"SLURM run ID: (\S+)", log).group(1)
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", log)
+    assert submitted, log[-4000:]
+    jobs = {row["JobIDRaw"]: row for row in _sacct(run_id)}
+    assert sorted(jobs) == sorted(submitted), (jobs, submitted)
+    for row in jobs.values():
+        assert row["State"] == "COMPLETED", row
+        assert Path(row["WorkDir"]).resolve() == tmp_path.resolve()
+        assert row["Partition"] == "debug"
+        assert int(row["AllocCPUS"]) <= os.cpu_count(), "a job never asks for more CPUs than the node has"
+    # Small jobs are packed: both converts in one Slurm job, each run inside it.
+    assert len(submitted) == 1, f"the test profile groups the converts: {submitted}"
+    slurm_logs = "\n".join(p.read_text() for p in (tmp_path / "logs" / "slurm").rglob("*.log"))
+    for g in groups:
+        assert re.search(rf"rule convert:(.|\n)*?wildcards: group={re.escape(g)}", slurm_logs), g
+
+    # Products, sidecars and database rows, as in a local run.
+    config = validate_config({"results_dir": str(tmp_path / "results")})
+    with Database.from_config(config) as db:
+        rows = {r["group_id"]: r for r in db.list_products(kind="ms")}
+    assert sorted(rows) == groups
+    for g in groups:
+        assert (tmp_path / naming.ms_path("results", g)).is_dir()
+        assert (tmp_path / naming.sidecar_path(naming.ms_path("results", g))).is_file()
+        assert rows[g]["status"] == "current" and rows[g]["n_rows"] > 0
+    print(f"2 observations converted through Slurm in {wall:.1f} s")
+
+
+# The site profile itself (profiles/slurm) with one bad setting: it must fail
+# at submission, naming Slurm's reason, with nothing left in the queue. Status
+# checks are made fast (the site profile's 30 s between checks would only make
+# Snakemake notice the end later). Each attempt waits 5 s in the plugin before
+# its sbatch: the profile's 2 retries are kept for one case only.
+FAST_CHECKS = ["--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1"]
+BAD_SETTINGS = {
+    "partition": (["--default-resources", "slurm_partition=no_such_partition"],
+                  "invalid partition specified: no_such_partition"),
+    "memory": (["--set-resources", "convert:mem_mb=100000000", "--retries", "0"],
+               "Memory specification can not be satisfied"),
+    # More CPUs than the node (as from a login node bigger than the compute
+    # nodes): cluster/slurm.sh sets EnforcePartLimits=ALL, without which Slurm
+    # would leave the job PENDING forever (see README).
+    "cpus": (["--cores", "64", "--max-threads", "64", "--set-threads", "convert=64", "--retries", "0"],
+             "More processors requested than permitted"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SETTINGS))
+def test_bad_cluster_setting_fails_fast_with_slurm_reason(case, tmp_path, slurm, snakemake_exe, repo_root):
+    (group,) = _simulate_groups(tmp_path, 1)
+    extra, reason = BAD_SETTINGS[case]
+    t0 = time.monotonic()
+    out = _snakemake(snakemake_exe, repo_root, tmp_path, naming.ms_path("results", group),
+                     "--profile", str(repo_root / "profiles" / "slurm"), *extra, *FAST_CHECKS,
+                     timeout=180)
+    wall = time.monotonic() - t0
+    assert out.returncode != 0
+    assert "SLURM sbatch failed" in out.stderr and reason in out.stderr, out.stderr[-4000:]
+    if "--retries" not in extra:
+        assert out.stderr.count(reason) >= 3, "tried three times (retries: 2), each refused"
+    assert wall < 90, f"a bad setting should fail at submission, not after {wall:.0f} s"
+    run_id = re.search(r"SLURM run ID: (\S+)", out.stderr).group(1)
+    # Slurm may keep a record of a refused job (FAILED, never started); none may run or wait.
+    assert {row["State"] for row in _sacct(run_id)} <= {"FAILED"}
+    queued = subprocess.run(["squeue", "-h", "--name", run_id], capture_output=True, text=True, timeout=60)
+    assert queued.returncode == 0 and queued.stdout.strip() == "", queued.stdout
+    assert not (tmp_path / naming.ms_path("results", group)).exists()

@@ -75,3 +75,28 @@ def test_db_errors_are_one_line(tmp_path, capsys):
     assert cli.main(["db", "sync", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("contimg: error: ") and err.count("\n") == 1
+
+
+def test_transits_lists_3c286_once_a_sidereal_day(capsys):
+    assert cli.main(["transits", "--start", "2025-06-15", "--end", "2025-06-18", "--dec", "30.5"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("3C286")]
+    assert len(lines) == 3 and "2025-06-16T03:46:46" in lines[1]
+
+
+def test_calflux_exits_nonzero_on_an_alert(tmp_path, capsys):
+    import pandas as pd
+    import yaml
+
+    from dsa110_contimg.fluxmon import COLUMNS
+
+    results = tmp_path / "results"
+    path = tmp_path / naming.calflux_path("results")
+    path.parent.mkdir(parents=True)
+    row = dict.fromkeys(COLUMNS, "")
+    row.update(calgroup="2025-06-16T03:46:17", calibrator="3C380", passed=True, flux_ratio=0.7,
+               alert=True, note="-30.0% against 1 reference(s)")
+    pd.DataFrame([row]).to_csv(path, index=False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"results_dir": str(results)}))
+    assert cli.main(["calflux", "--config", str(cfg)]) == 1
+    assert "ALERT 3C380" in capsys.readouterr().out

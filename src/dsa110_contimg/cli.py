@@ -133,6 +133,29 @@ def _add_products(sub: argparse._SubParsersAction) -> None:
     night.set_defaults(func=cmd_products_night)
 
 
+def _add_calibration(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "transits",
+        help="calibrator transits over a time range",
+        description="Transit times of the catalogue calibrators within a declination tolerance "
+        "of the pointing declination (UTC), and whether each falls in an observation in RAW_DIR.",
+    )
+    p.add_argument("--start", type=_iso_time, required=True, help="UTC start (YYYY-MM-DD[THH:MM:SS])")
+    p.add_argument("--end", type=_iso_time, required=True, help="UTC end")
+    p.add_argument("--dec", type=float, required=True, help="pointing declination, deg")
+    p.add_argument("--tolerance", type=float, default=1.5, help="declination tolerance, deg (default: %(default)s)")
+    p.add_argument("--raw-dir", help="also name the observation group holding each transit")
+    p.set_defaults(func=cmd_transits)
+    f = sub.add_parser(
+        "calflux",
+        help="calibrator flux monitoring: measured against catalogue flux, with alerts",
+        description="Print results/calibration/calibrator_flux.csv; exit 1 when a calibrator's "
+        "flux is off by more than calibration.flux_alert_fraction.",
+    )
+    f.add_argument("--config", default="config/config.yaml", help="pipeline config (default: %(default)s)")
+    f.set_defaults(func=cmd_calflux)
+
+
 def _add_config(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="pipeline configuration")
     cfg_sub = p.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
@@ -154,6 +177,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     _add_groups(sub)
     _add_db(sub)
     _add_products(sub)
+    _add_calibration(sub)
     _add_config(sub)
     return parser
 
@@ -184,6 +208,53 @@ def cmd_groups(args: argparse.Namespace) -> int:
         f"{len(found.invalid)} malformed name(s); {len(found.ignored)} other file(s)"
     )
     return 0
+
+
+def cmd_transits(args: argparse.Namespace) -> int:
+    from datetime import timezone
+
+    from .transits import calibrator_transits
+
+    start, end = (t if t.tzinfo else t.replace(tzinfo=timezone.utc) for t in (args.start, args.end))
+    table = calibrator_transits(start, end, args.dec, args.tolerance)
+    if args.raw_dir:
+        from .calplan import group_start_jd
+        from .telescope import OBSERVATION_S
+
+        with os.scandir(args.raw_dir) as entries:
+            names = [e.name for e in entries if not e.is_dir()]
+        import numpy as np
+
+        starts = group_start_jd(g.id for g in grouping.group_files(names).complete)
+        ids = sorted(starts, key=starts.get)
+        first = np.array([starts[g] for g in ids])
+        # As the calibration plan does: the latest observation that began before the transit.
+        i = np.searchsorted(first, table["transit_jd"].to_numpy(), side="right") - 1
+        table["group"] = [
+            ids[k] if k >= 0 and jd < first[k] + OBSERVATION_S / 86400 else ""
+            for k, jd in zip(i, table["transit_jd"])
+        ]
+    if table.empty:
+        print(f"no calibrator within {args.tolerance} deg of dec {args.dec} transits in that range")
+        return 0
+    print(table.drop(columns="transit_jd").to_string(index=False))
+    return 0
+
+
+def cmd_calflux(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    cfg = load_config(args.config)
+    path = naming.calflux_path(cfg["results_dir"])
+    if not os.path.exists(path):
+        print(f"{path} does not exist yet: no calibrator has been solved (snakemake {path})")
+        return 0
+    table = pd.read_csv(path)
+    print(table.to_string(index=False))
+    alerts = table[table["alert"].astype(bool)]
+    for row in alerts.itertuples():
+        print(f"ALERT {row.calibrator} ({row.calgroup}): {row.note}")
+    return 1 if len(alerts) else 0
 
 
 def cmd_db_sync(args: argparse.Namespace) -> int:

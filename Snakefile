@@ -20,6 +20,9 @@ except ConfigError as err:
 include: "rules/common.smk"
 include: "rules/convert.smk"
 include: "rules/calibrate.smk"
+include: "rules/image.smk"
+include: "rules/mosaic.smk"
+include: "rules/photometry.smk"
 
 
 rule all:

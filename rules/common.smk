@@ -136,7 +136,7 @@ def calibration_problem(wildcards):
 def all_targets():
     """Every final product of every complete group (images, photometry and the
     light-curve fan-in when a catalogue is configured; the calibrator flux
-    table when a calibrator transits). Mosaics are asked for by name.
+    table when a calibrator transits; the mosaics of ``mosaic.targets``).
 
     With no group, the target is raw_dir itself (it exists), so Snakemake
     plans no job at all; a target list that is empty would still run 'all'.
@@ -145,4 +145,5 @@ def all_targets():
     if CALPLAN.calgroups:
         targets.append(naming.calflux_path(RESULTS))
     targets += photometry_targets()
+    targets += MOSAIC_TARGETS
     return targets or [RAW]

@@ -50,6 +50,33 @@ PRODUCTS: dict[str, tuple[str, str]] = {
     "pbcor": ("images", "{group}.pbcor.fits"),
     "thumbnail": ("images", "{group}.png"),
     "photometry": ("photometry", "{group}.parquet"),
+    "new_sources": ("photometry", "{group}.new_sources.csv"),
+    # Fan-in products: "{group}" is the name of the set of light curves ("all").
+    "lightcurves": ("lightcurves", "{group}.parquet"),
+    "lightcurve_epochs": ("lightcurves", "{group}.epochs.csv"),
+    "variability": ("variability", "{group}.parquet"),
+    "ese_candidates": ("variability", "ese_candidates.csv"),
+    "ese_plot": ("variability", "ese_candidates.png"),
+}
+
+
+#: Mosaic tiers, smallest first (config ``mosaic.tiers``).
+MOSAIC_TIERS = ("quicklook", "science", "deep")
+
+#: Regex of a mosaic name: a UTC day ``YYYY-MM-DD``, an hour ``YYYY-MM-DDTHH``,
+#: ``latest`` or a region name from the config. No dots, so ``{name}.fits`` and
+#: ``{name}.noise.fits`` can never be confused.
+MOSAIC_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]*"
+
+#: kind -> file name suffix of the products of one mosaic, all in
+#: ``results/mosaics/{tier}/``: the plan (which images, why others were left
+#: out), the mosaic, its noise and weights maps, and the QA preview.
+MOSAIC_PRODUCTS: dict[str, str] = {
+    "mosaic_plan": ".plan.json",
+    "mosaic": ".fits",
+    "mosaic_noise": ".noise.fits",
+    "mosaic_weights": ".weights.fits",
+    "mosaic_qa": ".qa.png",
 }
 
 
@@ -234,6 +261,34 @@ def ms_path(results_dir: str | os.PathLike, group: str | datetime) -> str:
 def calflux_path(results_dir: str | os.PathLike) -> str:
     """The calibrator flux monitoring table (one for the whole run)."""
     return os.path.join(os.fspath(results_dir), "calibration", "calibrator_flux.csv")
+
+
+def mosaic_path(results_dir: str | os.PathLike, tier: str, name: str, kind: str = "mosaic") -> str:
+    """A product of one mosaic, e.g. ``results/mosaics/science/2025-06-15.fits``.
+
+    ``kind`` is one of :data:`MOSAIC_PRODUCTS`. ``tier`` and ``name`` are passed
+    through unchecked so that Snakemake placeholders such as ``"{tier}"`` work.
+    """
+    try:
+        suffix = MOSAIC_PRODUCTS[kind]
+    except KeyError:
+        raise ValueError(f"unknown mosaic product kind {kind!r}; known: {sorted(MOSAIC_PRODUCTS)}") from None
+    return os.path.join(os.fspath(results_dir), "mosaics", tier, f"{name}{suffix}")
+
+
+def parse_mosaic_path(path: str | os.PathLike) -> tuple[str, str, str]:
+    """``(tier, name, kind)`` of a mosaic product path; inverse of :func:`mosaic_path`."""
+    parts = os.fspath(path).split(os.sep)
+    base = parts[-1]
+    tier = parts[-2] if len(parts) >= 2 else ""
+    if len(parts) < 3 or parts[-3] != "mosaics" or tier not in MOSAIC_TIERS:
+        raise ValueError(f"{os.fspath(path)!r} is not under mosaics/<tier>/ with tier one of {MOSAIC_TIERS}")
+    # Longest suffix first: ".noise.fits" before ".fits".
+    for kind, suffix in sorted(MOSAIC_PRODUCTS.items(), key=lambda item: -len(item[1])):
+        name = base[: -len(suffix)]
+        if base.endswith(suffix) and re.fullmatch(MOSAIC_NAME_PATTERN, name):
+            return tier, name, kind
+    raise ValueError(f"{os.fspath(path)!r} is not a mosaic product name ({MOSAIC_NAME_PATTERN} + a known suffix)")
 
 
 def sidecar_path(product: str | os.PathLike) -> str:

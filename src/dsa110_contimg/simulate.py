@@ -45,6 +45,8 @@ class SimOptions:
     """Pointing declination (apparent, as the telescope points), degrees."""
     n_ants: int = 96
     """Active antennas with data, spread over the array (96 = all)."""
+    max_radius_m: float | None = None
+    """Choose the antennas only within this distance of the array centre (None: whole array)."""
     n_chan: int = 48
     """Channels per subband (48 = full resolution; must divide 384)."""
     n_int: int = 24
@@ -194,7 +196,7 @@ def _model_visibilities(uvw_m, app_l, app_m, app_n, amp, freq_hz):
 
 def simulate_observation(opts: SimOptions, start: datetime, sky: pd.DataFrame, gains: GainModel, rng):
     """Visibilities of one observation: a dict of arrays for every subband."""
-    ants = telescope.choose_antennas(opts.n_ants)
+    ants = telescope.choose_antennas(opts.n_ants, opts.max_radius_m)
     a1, a2 = telescope.baselines(ants)
     n_bls, n_t = a1.size, opts.n_int
     jd = Time(start).jd + (np.arange(n_t) + 0.5) * telescope.INTEGRATION_S / 86400.0

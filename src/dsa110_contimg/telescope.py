@@ -133,16 +133,22 @@ def layout() -> ArrayLayout:
     )
 
 
-def choose_antennas(n: int) -> np.ndarray:
+def choose_antennas(n: int, max_radius_m: float | None = None) -> np.ndarray:
     """``n`` active antennas spread over the whole array, in correlator order.
 
     Used to make small simulated data sets that still span both arms and the
-    outriggers.
+    outriggers. With ``max_radius_m`` only antennas within that distance of the
+    array centre are chosen (a compact core: coarse resolution, so small test
+    images cover the primary beam).
     """
     lay = layout()
-    if not 2 <= n <= lay.active.size:
-        raise ValueError(f"number of antennas must be 2..{lay.active.size}, got {n}")
-    by_pad = np.sort(lay.active)
+    pool = lay.active
+    if max_radius_m is not None:
+        pool = pool[np.hypot(lay.enu[pool, 0], lay.enu[pool, 1]) <= max_radius_m]
+    if not 2 <= n <= pool.size:
+        where = "" if max_radius_m is None else f" within {max_radius_m:g} m of the centre"
+        raise ValueError(f"number of antennas must be 2..{pool.size}{where}, got {n}")
+    by_pad = np.sort(pool)
     keep = by_pad[np.round(np.linspace(0, by_pad.size - 1, n)).astype(int)]
     return lay.active[np.isin(lay.active, keep)]
 

@@ -1,0 +1,116 @@
+"""Benchmark: image one full-size DSA-110 observation (96 antennas, 768 channels,
+24 integrations) with WSClean and with tclean, through the pipeline's stage
+(inspection, imaging, primary beam, QA, thumbnail, registration).
+
+    .venv/bin/python benchmarks/image.py [--workdir DIR] [--keep] [--imagers wsclean,tclean]
+                                         [--imsize N] [--threads N] [--mem-mb N]
+
+The observation is simulated (calibrated: unit gains, data in Jy) and
+converted once into ``DIR/results/calibrated/<group>.ms``; a later run with
+the same ``--workdir`` reuses it. Each imager runs in its own child process;
+the figures are the stage's wall time and the peak resident memory of the
+stage process and of the imager (WSClean, or the tclean child), read with
+getrusage. Defaults are the config's (imsize 4096, cell from the longest
+baseline / 5, Briggs 0, auto-threshold 3, auto-mask 5) and the rule's
+resources (2 threads, 12 GB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+CHILD = """
+import json, resource, sys, time
+from dsa110_contimg.config import validate_config
+from dsa110_contimg.stages.image import image, outputs_for
+ms, results, group, imager, imsize, threads, mem_mb = sys.argv[1:8]
+config = validate_config({"raw_dir": results, "results_dir": results,
+                          "imaging": {"imager": imager, "imsize": int(imsize)}})
+t = time.perf_counter()
+qa = image(ms, outputs_for(results, group), group, config, threads=int(threads), mem_mb=int(mem_mb),
+           log=results + "/image-" + imager + ".log")
+wall = time.perf_counter() - t
+print("RESULT=" + json.dumps({
+    "wall_s": wall,
+    "stage_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "imager_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    "qa": {k: qa[k] for k in ("rms_jy", "thermal_rms_jy", "rms_over_thermal", "peak_jy", "dynamic_range",
+                              "beam_major_arcsec", "beam_minor_arcsec", "n_sources_5sigma", "grade",
+                              "cell_arcsec", "imsize")},
+}))
+"""
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", default=None, help="where to simulate (default: a temporary folder)")
+    p.add_argument("--keep", action="store_true", help="keep the simulated data and the images")
+    p.add_argument("--imagers", default="wsclean,tclean")
+    p.add_argument("--imsize", type=int, default=4096)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--mem-mb", type=int, default=12000)
+    args = p.parse_args()
+
+    from dsa110_contimg import naming
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="contimg-bench-image-"))
+    start = datetime(2025, 6, 15, 13, 0, 0)
+    group = naming.format_timestamp(start)
+    results = work / "results"
+    ms = Path(naming.product_path(results, "calibrated", group))
+    if not (ms / "table.dat").exists():
+        from dsa110_contimg.convert import convert_group
+        from dsa110_contimg.simulate import SimOptions, simulate_span
+
+        t = time.perf_counter()
+        opts = SimOptions(start=start, n_obs=1, n_sources=30, calibrators=True, gains=False,
+                          correlator_gain=1.0, seed=3)
+        files = sorted(simulate_span(work / "raw", opts, work / "truth"))
+        print(f"simulated one full-size observation in {time.perf_counter() - t:.0f} s", flush=True)
+        t = time.perf_counter()
+        ms.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(ms, ignore_errors=True)
+        convert_group(files, ms)
+        print(f"converted it in {time.perf_counter() - t:.0f} s", flush=True)
+        if not args.keep:
+            shutil.rmtree(work / "raw")
+    size = sum(f.stat().st_size for f in ms.rglob("*") if f.is_file())
+    print(f"calibrated MS: {ms} ({size / 1e9:.2f} GB)")
+
+    rows = []
+    for imager in args.imagers.split(","):
+        out = results / imager
+        shutil.rmtree(out, ignore_errors=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", CHILD, str(ms), str(out), group, imager, str(args.imsize), str(args.threads),
+             str(args.mem_mb)],
+            capture_output=True, text=True,
+        )
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT=")]
+        if proc.returncode or not lines:
+            print(f"{imager} FAILED:\n{proc.stderr[-3000:]}")
+            continue
+        r = json.loads(lines[-1][len("RESULT="):])
+        rows.append((imager, r))
+        q = r["qa"]
+        print(f"{imager:8s} wall {r['wall_s']:7.1f} s   peak memory: stage {r['stage_peak_mb'] / 1024:.2f} GB, "
+              f"imager {r['imager_peak_mb'] / 1024:.2f} GB   "
+              f"({q['imsize']} px of {q['cell_arcsec']}\", rms {q['rms_jy'] * 1e3:.3f} mJy = "
+              f"{q['rms_over_thermal']:.2f} x thermal, DR {q['dynamic_range']:.0f}, "
+              f"beam {q['beam_major_arcsec']:.1f}\" x {q['beam_minor_arcsec']:.1f}\", "
+              f"{q['n_sources_5sigma']} islands > 5 sigma, grade {q['grade']})", flush=True)
+    if not args.keep and args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if len(rows) == len(args.imagers.split(",")) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,79 @@
+# Tiered mosaics: plan_mosaic -> build_mosaic -> qa_mosaic, one chain per
+# results/mosaics/{tier}/{mosaic}.fits. Which observations may belong to a
+# mosaic is decided at parse time from the group ids (time) and the meridian at
+# each group's mid time (sky region) by dsa110_contimg.mosaic.Wiring; their
+# images are the plan's inputs. A new observation in a mosaic's window changes
+# only that plan's inputs, so Snakemake reruns that plan, build and QA only;
+# a plan rewritten with the same bytes (plans hold no time stamp) rebuilds nothing.
+from dsa110_contimg import mosaic as mosaics
+
+MOSAICS = mosaics.Wiring(RESULTS, GROUPS, config)
+# The mosaics the default target builds (mosaic.targets), for all_targets().
+MOSAIC_TARGETS, MOSAIC_NOTES = MOSAICS.targets()
+for note in MOSAIC_NOTES:
+    _say(note)
+
+
+wildcard_constraints:
+    tier="|".join(naming.MOSAIC_TIERS),
+    mosaic=naming.MOSAIC_NAME_PATTERN,
+
+
+rule plan_mosaic:
+    input:
+        unpack(lambda wildcards: MOSAICS.inputs(wildcards.tier, wildcards.mosaic)),
+    output:
+        plan=naming.mosaic_path(RESULTS, "{tier}", "{mosaic}", "mosaic_plan"),
+        sidecar=naming.sidecar_path(naming.mosaic_path(RESULTS, "{tier}", "{mosaic}", "mosaic_plan")),
+    params:
+        selection=lambda wildcards: MOSAICS.selection(wildcards.tier, wildcards.mosaic).to_dict(),
+        tier=lambda wildcards: config["mosaic"]["tiers"][wildcards.tier],
+    log:
+        naming.log_path(RESULTS, "plan_mosaic", "{tier}/{mosaic}"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=lambda wildcards: MOSAICS.resource(wildcards.tier, "runtime"),
+    script:
+        "../scripts/plan_mosaic.py"
+
+
+rule build_mosaic:
+    input:
+        plan=rules.plan_mosaic.output.plan,
+    output:
+        mosaic=naming.mosaic_path(RESULTS, "{tier}", "{mosaic}", "mosaic"),
+        noise=naming.mosaic_path(RESULTS, "{tier}", "{mosaic}", "mosaic_noise"),
+        weights=naming.mosaic_path(RESULTS, "{tier}", "{mosaic}", "mosaic_weights"),
+        sidecar=naming.sidecar_path(naming.mosaic_path(RESULTS, "{tier}", "{mosaic}", "mosaic")),
+    log:
+        naming.log_path(RESULTS, "build_mosaic", "{tier}/{mosaic}"),
+    benchmark:
+        naming.benchmark_path(RESULTS, "build_mosaic", "{tier}/{mosaic}")
+    threads: lambda wildcards: MOSAICS.resource(wildcards.tier, "threads")
+    resources:
+        mem_mb=lambda wildcards: MOSAICS.resource(wildcards.tier, "mem_mb"),
+        runtime=lambda wildcards: MOSAICS.resource(wildcards.tier, "runtime"),
+    script:
+        "../scripts/build_mosaic.py"
+
+
+rule qa_mosaic:
+    input:
+        mosaic=rules.build_mosaic.output.mosaic,
+        noise=rules.build_mosaic.output.noise,
+        catalogue=lambda wildcards: config["catalogue"]["path"] or [],
+    output:
+        png=naming.mosaic_path(RESULTS, "{tier}", "{mosaic}", "mosaic_qa"),
+        sidecar=naming.sidecar_path(naming.mosaic_path(RESULTS, "{tier}", "{mosaic}", "mosaic_qa")),
+    params:
+        qa=config["mosaic"]["qa"],
+        catalogue=config["catalogue"],
+    log:
+        naming.log_path(RESULTS, "qa_mosaic", "{tier}/{mosaic}"),
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards: MOSAICS.resource(wildcards.tier, "mem_mb"),
+        runtime=lambda wildcards: MOSAICS.resource(wildcards.tier, "runtime"),
+    script:
+        "../scripts/qa_mosaic.py"

@@ -1,0 +1,150 @@
+"""Stages of rules ``plan_mosaic``, ``build_mosaic`` and ``qa_mosaic``.
+
+Each writes its product atomically, then its sidecar, then registers it
+(kinds ``mosaic_plan``, ``mosaic`` and ``mosaic_qa``; columns in
+``docs/products.md``). A mosaic whose plan chose no image is refused with
+the reasons, so no empty mosaic is ever written or registered.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import mosaic, naming, provenance
+from ..db import Database
+from .common import logged
+
+#: The files rule build_mosaic writes, by naming kind.
+BUILD_KINDS = ("mosaic", "mosaic_noise", "mosaic_weights")
+
+
+def outputs_for(results_dir: str | os.PathLike, tier: str, name: str) -> dict[str, str]:
+    """Every product path of one mosaic, by naming kind (what the rules declare)."""
+    return {kind: naming.mosaic_path(results_dir, tier, name, kind) for kind in naming.MOSAIC_PRODUCTS}
+
+
+def _selection(tier: str, name: str, images: Sequence[str], config: Mapping[str, Any],
+               selection: Mapping[str, Any] | None) -> mosaic.Selection:
+    if selection is not None:
+        return mosaic.Selection.from_dict(selection)
+    groups = sorted(mosaic._group_of(i) for i in images)
+    newest = naming.parse_timestamp(groups[-1]) if groups and mosaic._is_group(groups[-1]) else None
+    return mosaic.selection_for(tier, name, config["mosaic"], newest)
+
+
+def plan_mosaic(
+    images: Sequence[str],
+    pbs: Sequence[str],
+    plan: str,
+    tier: str,
+    name: str,
+    config: Mapping[str, Any],
+    selection: Mapping[str, Any] | None = None,
+    log: str | None = None,
+) -> dict:
+    """Rule ``plan_mosaic``: candidate images (+ their beams) -> the plan file, sidecar, database row.
+
+    ``selection`` is :meth:`Selection.to_dict` as the rule's params computed
+    it at parse time (None: computed here from the config and the images).
+    """
+    if len(images) != len(pbs):
+        raise ValueError(f"{len(images)} images but {len(pbs)} primary beams")
+    with logged(log, "plan_mosaic", f"{tier}/{name}") as logger:
+        t0 = time.perf_counter()
+        sel = _selection(tier, name, images, config, selection)
+        opts = mosaic.TierOptions.from_config(config["mosaic"]["tiers"][tier])
+        result = mosaic.make_plan(sel, opts, list(zip(images, pbs)))
+        for r in result.rejected:
+            logger.info("left out %s: %s", r["image"], r["reason"])
+        summary = result.summary()
+        if result.images:
+            logger.info("%s: %d of %d candidate images, %s grid %s, about %.0f MB to build", sel.describe(),
+                        len(result.images), len(images), opts.projection, summary["grid_shape"],
+                        summary["memory_estimate_mb"])
+        else:
+            logger.warning("%s: no image passed the selection; build_mosaic will refuse this plan",
+                           sel.describe())
+        text = result.to_json()
+        with provenance.atomic_output(plan) as tmp:
+            Path(tmp).write_text(text, encoding="utf-8")
+        provenance.write_sidecar(
+            plan, kind="mosaic_plan", inputs=list(images), config=dict(config), qa=summary,
+            timings={"wall_s": time.perf_counter() - t0}, status="ok" if result.images else "empty",
+        )
+        with Database.from_config(config) as db:
+            db.register_product(plan)
+    return summary
+
+
+def build_mosaic(plan: str, outputs: Mapping[str, str], config: Mapping[str, Any], log: str | None = None) -> dict:
+    """Rule ``build_mosaic``: plan -> mosaic, noise and weights maps, sidecar, database row.
+
+    ``outputs`` maps each of :data:`BUILD_KINDS` to its path. Raises
+    :class:`~dsa110_contimg.mosaic.MosaicError` (nothing written or registered)
+    when the plan chose no image.
+    """
+    missing = [k for k in BUILD_KINDS if k not in outputs]
+    if missing:
+        raise ValueError(f"outputs lacks {missing}")
+    p = mosaic.Plan.read(plan)
+    with logged(log, "build_mosaic", f"{p.tier}/{p.name}") as logger:
+        t0 = time.perf_counter()
+        qa = mosaic.build(p, outputs, logger)
+        wall = time.perf_counter() - t0
+        logger.info("wrote %s: %d images, %d x %d pixels, %.0f%% covered, peak %.3g Jy/beam, "
+                    "noise %.3g mJy/beam at best (median %.3g), %.1f s, peak memory %.0f MB",
+                    outputs["mosaic"], qa["n_images"], qa["shape"][1], qa["shape"][0],
+                    100 * qa["covered_fraction"], qa["peak_jy"], qa["noise_min_jy"] * 1e3,
+                    qa["noise_median_jy"] * 1e3, wall, qa["peak_rss_mb"])
+        provenance.write_sidecar(
+            outputs["mosaic"], kind="mosaic", inputs=[plan, *(e.image for e in p.images)], config=dict(config),
+            qa=qa, timings={"wall_s": wall, "sum_s": qa.pop("sum_s")},
+            extra={"products": {k: os.fspath(outputs[k]) for k in BUILD_KINDS},
+                   "primary_beams": [e.pb for e in p.images], "options": p.options.record()},
+        )
+        with Database.from_config(config) as db:
+            db.register_product(outputs["mosaic"])
+    return qa
+
+
+def qa_mosaic(
+    mosaic_fits: str,
+    noise: str,
+    png: str,
+    config: Mapping[str, Any],
+    log: str | None = None,
+) -> dict:
+    """Rule ``qa_mosaic``: mosaic + noise map -> QA figures and grade (sidecar), PNG preview, database row."""
+    cfg = config["mosaic"]
+    tier, name, _ = naming.parse_mosaic_path(mosaic_fits)
+    with logged(log, "qa_mosaic", f"{tier}/{name}") as logger:
+        t0 = time.perf_counter()
+        opts = mosaic.QAOptions.from_config(cfg.get("qa"))
+        catalogue, catalogue_name = mosaic.load_reference(config)
+        data, sigma, wcs, header = mosaic.read_maps(mosaic_fits, noise)
+        qa, sources, matches = mosaic.measure_qa(data, sigma, wcs, header, catalogue, opts)
+        qa.update(tier=tier, name=name, reference_catalogue=catalogue_name, n_catalogue=len(catalogue))
+        with provenance.atomic_output(png) as tmp:
+            mosaic.render_preview(tmp, data, sigma, qa, matches, f"{tier}/{name}", opts.preview_pixels)
+        wall = time.perf_counter() - t0
+        level = logger.warning if qa["grade"] != "good" else logger.info
+        level("%s/%s: rms %.3g mJy/beam (uniformity %.2f, measured/map %.2f), peak %.3g Jy/beam, DR %.0f, "
+              "%d sources, %d matched, offset %s arcsec, flux ratio %s: grade %s%s", tier, name,
+              qa["rms_jy"] * 1e3, qa["rms_uniformity"], qa["noise_ratio"], qa["peak_jy"], qa["dynamic_range"],
+              qa["n_sources"], qa["n_matched"], _fmt(qa["astrometry_offset_arcsec"]), _fmt(qa["flux_ratio"], 3),
+              qa["grade"], f" ({'; '.join(qa['grade_reasons'])})" if qa["grade_reasons"] else "")
+        path = (config.get("catalogue") or {}).get("path")
+        inputs = [mosaic_fits, noise] + ([path] if path else [])
+        provenance.write_sidecar(png, kind="mosaic_qa", inputs=inputs, config=dict(config), qa=qa,
+                                 timings={"wall_s": wall}, status="ok" if qa["grade"] != "bad" else "failed_qa")
+        with Database.from_config(config) as db:
+            db.register_product(png)
+    return qa
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"

@@ -1,0 +1,462 @@
+"""Tiered mosaics: selection, plan, primary-beam-weighted build, QA, stages and the workflow.
+
+Images are synthesised (tests/mosaic_sim.py): point sources through a Gaussian
+primary beam, convolved with the restoring beam, noise correlated on the beam
+scale, on SIN grids overlapping along RA like a drift-scan strip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.io import fits
+from mosaic_sim import ImageSpec, primary_beam, random_sources, write_image
+
+from dsa110_contimg import mosaic, naming
+from dsa110_contimg.config import ConfigError, validate_config
+from dsa110_contimg.db import Database
+from dsa110_contimg.image_qa import fit_point_source
+from dsa110_contimg.stages import mosaic as stage
+
+DEC = 33.0
+SPEC = ImageSpec(npix=200, cell_arcsec=60.0, beam_arcsec=240.0, rms_jy=5e-4)
+BEAM_DEG = (SPEC.beam_arcsec / 3600, SPEC.beam_arcsec / 3600, 0.0)
+
+
+def group(k: int, day: str = "2025-06-15", hour: int = 8) -> str:
+    """The k-th observation id of a day, 310 s apart."""
+    t = datetime.fromisoformat(f"{day}T{hour:02d}:00:00").replace(tzinfo=timezone.utc).timestamp() + 310 * k
+    return naming.format_timestamp(datetime.fromtimestamp(t, timezone.utc))
+
+
+def strip(folder: Path, ras, sources, spec=SPEC, **kwargs) -> list[tuple[str, str]]:
+    """Images along RA (one per entry of ``ras``), as (image, pb) path pairs."""
+    pairs = []
+    for k, ra in enumerate(ras):
+        p = write_image(folder, group(k), ra, DEC, sources, spec, seed=k, **kwargs)
+        pairs.append((str(p["image"]), str(p["pb"])))
+    return pairs
+
+
+def options(**kw) -> mosaic.TierOptions:
+    base = dict(max_images=100, pixel_arcsec=60.0, projection="TAN", interpolation="bicubic", pb_cutoff=0.1)
+    return mosaic.TierOptions(**{**base, **kw})
+
+
+def day_selection(tier: str = "science", day: str = "2025-06-15") -> mosaic.Selection:
+    return mosaic.selection_for(tier, day, validate_config({})["mosaic"], None)
+
+
+def build(tmp: Path, pairs, opts=None, name="m"):
+    plan = mosaic.make_plan(day_selection(), opts or options(), pairs)
+    out = {"mosaic": tmp / f"{name}.fits", "mosaic_noise": tmp / f"{name}.noise.fits",
+           "mosaic_weights": tmp / f"{name}.weights.fits"}
+    qa = mosaic.build(plan, out)
+    data, noise, wcs, header = mosaic.read_maps(out["mosaic"], out["mosaic_noise"])
+    return plan, qa, data, noise, wcs, header, out
+
+
+def value_at(data: np.ndarray, wcs, ra: float, dec: float) -> float:
+    x, y = wcs.wcs_world2pix([[ra, dec]], 0)[0]
+    return float(data[int(round(y)), int(round(x))])
+
+
+# ------------------------------------------------------------ names, config
+
+
+def test_mosaic_paths_round_trip():
+    path = naming.mosaic_path("results", "science", "2025-06-15")
+    assert path == "results/mosaics/science/2025-06-15.fits"
+    for kind in naming.MOSAIC_PRODUCTS:
+        p = naming.mosaic_path("results", "deep", "field1", kind)
+        assert naming.parse_mosaic_path(p) == ("deep", "field1", kind)
+    assert naming.parse_mosaic_path("r/mosaics/quicklook/2025-06-15T08.noise.fits") == (
+        "quicklook", "2025-06-15T08", "mosaic_noise")
+    with pytest.raises(ValueError, match="tier"):
+        naming.parse_mosaic_path("results/mosaics/huge/x.fits")
+
+
+def test_config_has_three_tiers_with_defaults_and_rejects_bad_keys():
+    cfg = validate_config({})["mosaic"]
+    assert [cfg["tiers"][t]["max_images"] for t in naming.MOSAIC_TIERS] == [10, 100, 1000]
+    assert cfg["tiers"]["deep"]["grades"] == ["good"] and cfg["tiers"]["quicklook"]["keep"] == "newest"
+    with pytest.raises(ConfigError, match="'mosaic.tiers.deep.pixel_size'"):
+        validate_config({"mosaic": {"tiers": {"deep": {"pixel_size": 3}}}})
+    with pytest.raises(ConfigError, match="mosaic.regions"):
+        validate_config({"mosaic": {"regions": {"latest": {"ra_deg": [1, 2], "dec_deg": [3, 4]}}}})
+
+
+def test_names_select_days_hours_latest_and_regions():
+    cfg = validate_config({"mosaic": {"regions": {
+        "wrap": {"ra_deg": [350.0, 10.0], "dec_deg": [30.0, 36.0]},
+        "later": {"ra_deg": [0.0, 360.0], "dec_deg": [30.0, 36.0], "start": "2025-06-16"},
+    }}})["mosaic"]
+    ids = [group(k) for k in range(14)] + [group(0, "2025-06-16"), group(0, "2025-06-16", hour=23)]
+    index = mosaic.GroupIndex(ids, DEC)
+    day = mosaic.selection_for("science", "2025-06-15", cfg, index.newest)
+    assert index.candidates(day) == ids[:14]
+    hour = mosaic.selection_for("quicklook", "2025-06-15T08", cfg, index.newest)
+    assert index.candidates(hour) == [g for g in ids[:14] if g < "2025-06-15T09"]
+    latest = mosaic.selection_for("quicklook", "latest", cfg, index.newest)
+    assert index.candidates(latest) == [ids[-1]], "the last hour before the newest observation"
+    assert index.candidates(mosaic.selection_for("deep", "later", cfg, index.newest)) == ids[-2:]
+    # Region through RA 0: the meridian (LST) of each group decides at parse time.
+    ra = index.pointing_ra_deg()
+    inside = [g for g, r in zip(index.ids, ra) if r >= 349 or r <= 11]
+    assert index.candidates(mosaic.selection_for("deep", "wrap", cfg, index.newest)) == inside
+    region = mosaic.regions(cfg)["wrap"]
+    assert region.contains([355.0, 5.0, 20.0, 0.0], [33.0, 33.0, 33.0, 40.0]).tolist() == [True, True, False, False]
+    with pytest.raises(mosaic.MosaicError, match="a mosaic name is a UTC day"):
+        mosaic.selection_for("science", "nowhere", cfg, index.newest)
+    targets, notes = mosaic.target_names(index, {**cfg, "targets": {"quicklook": ["latest"],
+                                                                   "science": ["daily", "2025-06-20"],
+                                                                   "deep": ["regions"]}})
+    assert ("science", "2025-06-15") in targets and ("science", "2025-06-16") in targets
+    assert ("quicklook", "latest") in targets and ("deep", "later") in targets
+    assert any("2025-06-20" in n and "no observation" in n for n in notes)
+    nothing = mosaic.selection_for("science", "2025-06-20", cfg, index.newest)
+    assert index.candidates(nothing) == []
+    assert "none of the 16 observation(s)" in mosaic.nothing_selected(nothing, 16)
+
+
+def test_parse_time_wiring_names_inputs_and_targets():
+    config = validate_config({"mosaic": {"targets": {"quicklook": [], "science": ["daily", "2025-07-01"]}}})
+    ids = [group(0), group(1), group(0, "2025-06-16")]
+    wiring = mosaic.Wiring("results", ids, config)
+    inputs = wiring.inputs("science", "2025-06-15")
+    assert inputs == {"images": [f"results/images/{g}.image.fits" for g in ids[:2]],
+                      "pbs": [f"results/images/{g}.pb.fits" for g in ids[:2]],
+                      "sidecars": [f"results/images/{g}.image.fits.json" for g in ids[:2]]}
+    with pytest.raises(mosaic.MosaicError, match="science mosaic 2025-07-01: .*nothing to mosaic"):
+        wiring.inputs("science", "2025-07-01")
+    targets, notes = wiring.targets()
+    assert targets == ["results/mosaics/science/2025-06-15.qa.png", "results/mosaics/science/2025-06-16.qa.png"]
+    assert len(notes) == 1 and "2025-07-01" in notes[0]
+    assert wiring.resource("deep", "mem_mb") == 16000
+    config["mosaic"]["exclude_groups"] = [ids[1]]  # e.g. its imaging fails: the day's mosaic goes on without it
+    assert mosaic.Wiring("results", ids, config).inputs("science", "2025-06-15")["images"] == [
+        f"results/images/{ids[0]}.image.fits"]
+    config["mosaic"]["enabled"] = False
+    assert mosaic.Wiring("results", ids, config).targets() == ([], [])
+
+
+# ------------------------------------------------------------------- plan
+
+
+def test_plan_leaves_out_images_with_reasons(tmp_path):
+    src = pd.DataFrame({"ra_deg": [151.0], "dec_deg": [DEC], "flux_jy": [1.0]})
+    spec = replace_spec(npix=64, cell_arcsec=180.0)
+    folder = tmp_path / "images"
+    pairs = []
+    rms = [1e-3, 1.1e-3, 0.9e-3, 1e-3, 5e-3, 1e-3, 1e-3, 1e-3]
+    grades = ["good", "good", "good", "bad", "good", "marginal", "good", "good"]
+    for k, (r, g) in enumerate(zip(rms, grades)):
+        p = write_image(folder, group(k), 150 + 0.5 * k, DEC, src, spec, seed=k, noise=False, rms_jy=r, grade=g)
+        pairs.append((str(p["image"]), str(p["pb"])))
+    Path(pairs[6][0] + ".json").write_text("{not json")  # unreadable sidecar
+    Path(pairs[7][1]).unlink()  # primary beam missing
+    plan = mosaic.make_plan(day_selection(), options(max_images=2, keep="lowest_rms", grades=("good",)), pairs)
+    chosen = [e.group for e in plan.images]
+    assert chosen == [group(0), group(2)], "the two quietest of the three that pass"
+    reasons = {r["group"]: r["reason"] for r in plan.rejected}
+    assert set(reasons) | set(chosen) == {group(k) for k in range(8)}, "every image is accounted for"
+    assert "grade bad not accepted" in reasons[group(3)]
+    assert "grade marginal not accepted" in reasons[group(5)]
+    assert "max_rms_ratio" in reasons[group(4)]
+    assert "unreadable" in reasons[group(6)] and "invalid JSON" in reasons[group(6)]
+    assert "primary beam" in reasons[group(7)] and "does not exist" in reasons[group(7)]
+    assert reasons[group(1)] == "over max_images 2: kept lowest_rms"
+    # keep rules
+    ok = pairs[:3]
+    assert [e.group for e in mosaic.make_plan(day_selection(), options(max_images=2, keep="newest"), ok).images] == [
+        group(1), group(2)]
+    assert [e.group for e in mosaic.make_plan(day_selection(), options(max_images=2, keep="spread"), ok).images] == [
+        group(0), group(2)]
+    absolute = mosaic.make_plan(day_selection(), options(max_rms_jy=1.05e-3), ok)
+    assert [e.group for e in absolute.images] == [group(0), group(2)]
+    assert "above max_rms_jy" in absolute.rejected[0]["reason"]
+    # Outside the window or the region.
+    other_day = mosaic.make_plan(day_selection(day="2025-06-16"), options(), ok)
+    assert not other_day.images and all("time window" in r["reason"] for r in other_day.rejected)
+    # The plan file is deterministic and reads back.
+    text = plan.to_json()
+    assert text == mosaic.make_plan(day_selection(), options(max_images=2, keep="lowest_rms", grades=("good",)),
+                                    pairs).to_json()
+    back = mosaic.Plan.from_json(text)
+    assert back.images == plan.images and back.grid == plan.grid and back.rejected == plan.rejected
+    assert "kind" not in json.loads(text), "database sync must not take the plan for a sidecar"
+
+
+def replace_spec(**kw) -> ImageSpec:
+    from dataclasses import replace
+
+    return replace(SPEC, **kw)
+
+
+def test_plan_refuses_grids_too_wide_or_too_big(tmp_path):
+    src = pd.DataFrame({"ra_deg": [], "dec_deg": [], "flux_jy": []})
+    spec = replace_spec(npix=32, cell_arcsec=400.0)
+    pairs = [(str(p["image"]), str(p["pb"])) for p in (
+        write_image(tmp_path, group(k), ra, 0.0, src, spec, noise=False) for k, ra in enumerate((100.0, 250.0)))]
+    with pytest.raises(mosaic.MosaicError, match="too wide for a TAN grid.*use projection CAR"):
+        mosaic.make_plan(day_selection(), options(), pairs)
+    car = mosaic.make_plan(day_selection(), options(projection="CAR", pixel_arcsec=600.0), pairs)
+    assert car.grid.ctype == ("RA---CAR", "DEC--CAR") and car.grid.crval[1] == 0.0
+    with pytest.raises(mosaic.MosaicError, match=r"needs about \d+ MB, more than the tier's resources.mem_mb 10"):
+        mosaic.make_plan(day_selection(), options(projection="CAR", pixel_arcsec=10.0, mem_mb=10), pairs)
+
+
+# ------------------------------------------------------------------ build
+
+
+def test_sources_recovered_within_two_percent_and_qa_is_good(tmp_path):
+    rng = np.random.default_rng(11)
+    ras = [150.0 + 0.95 * k for k in range(5)]
+    src = random_sources(rng, (149.6, 154.2), (32.1, 33.9), 25)
+    pairs = strip(tmp_path / "images", ras, src)
+    plan, qa, data, noise, wcs, header, out = build(tmp_path, pairs)
+    assert qa["n_images"] == 5 and qa["max_images_per_pixel"] >= 3
+    ratios = []
+    for r in src.itertuples():
+        fit = fit_point_source(data, wcs, r.ra_deg, r.dec_deg, BEAM_DEG, free_shape=True)
+        ratios.append(fit.flux_jy / r.flux_jy)
+        assert fit.offset_arcsec < 10, (r, fit)
+    ratios = np.array(ratios)
+    assert np.all(np.abs(ratios - 1) < 0.02), ratios
+    assert abs(np.median(ratios) - 1) < 0.005
+    assert header["BUNIT"] == "Jy/beam" and header["NIMAGES"] == 5
+    assert header["BMAJ"] == pytest.approx(BEAM_DEG[0])
+
+    qa, sources, matches = mosaic.measure_qa(data, noise, wcs, header, src, mosaic.QAOptions())
+    assert qa["n_matched"] == len(src) and qa["grade"] == "good", qa
+    assert qa["flux_ratio"] == pytest.approx(1.0, abs=0.01)
+    assert qa["astrometry_offset_arcsec"] < 2.0
+    assert qa["noise_ratio"] == pytest.approx(1.0, abs=0.08), "the noise map predicts the noise"
+    assert 0 < qa["rms_uniformity"] <= 1
+    # A catalogue 15" off in Dec and 20% too bright makes the mosaic bad, with the reasons.
+    wrong = src.assign(dec_deg=src.dec_deg + 15 / 3600, flux_jy=src.flux_jy * 1.2)
+    bad, _, _ = mosaic.measure_qa(data, noise, wcs, header, wrong, mosaic.QAOptions())
+    assert bad["grade"] == "bad"
+    assert any("flux ratio" in r for r in bad["grade_reasons"]) and any("offset" in r for r in bad["grade_reasons"])
+    png = tmp_path / "m.qa.png"
+    mosaic.render_preview(png, data, noise, qa, matches, "science/2025-06-15")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_noise_falls_as_one_over_sqrt_n(tmp_path):
+    """N images of the same field: noise x 1/sqrt(N); and the noise map is right along a strip."""
+    empty = pd.DataFrame({"ra_deg": [], "dec_deg": [], "flux_jy": []})
+    spec = replace_spec(npix=256)
+    measured = {}
+    for n in (1, 4, 9):
+        pairs = [(str(p["image"]), str(p["pb"])) for p in (
+            write_image(tmp_path / f"n{n}", group(k), 150.0, DEC, empty, spec, seed=100 * n + k)
+            for k in range(n))]
+        plan, qa, data, noise, wcs, header, out = build(tmp_path, pairs, name=f"n{n}")
+        ny, nx = data.shape
+        y, x = np.mgrid[0:ny, 0:nx]
+        ra, dec = wcs.wcs_pix2world(x, y, 0)
+        pb = primary_beam(150.0, DEC, ra, dec, spec)
+        core = np.isfinite(data) & (pb > 0.3)
+        measured[n] = np.std(data[core] * pb[core])  # the apparent-image noise: sigma / sqrt(N)
+        # The noise map says sigma / (pb sqrt(N)) wherever the image counts.
+        assert np.allclose(noise[core] * pb[core] * np.sqrt(n), spec.rms_jy, rtol=1e-3)
+        assert int(fits.getdata(out["mosaic_weights"], "NIMAGES").max()) == n
+    for n in (4, 9):
+        assert measured[n] / measured[1] == pytest.approx(1 / np.sqrt(n), rel=0.06), measured
+
+    # Along a strip each pixel has its own mix of images; the noise map still predicts the noise.
+    pairs = strip(tmp_path / "strip", [150.0 + 0.7 * k for k in range(6)], empty, spec)
+    plan, qa, data, noise, wcs, header, out = build(tmp_path, pairs, name="strip")
+    good = np.isfinite(data)
+    assert np.std(data[good] / noise[good]) == pytest.approx(1.0, abs=0.06)
+    count = fits.getdata(out["mosaic_weights"], "NIMAGES")
+    assert count.max() >= 4 and set(np.unique(count[good])) >= {1, 2, 3, 4}
+
+
+def test_source_at_the_edge_of_one_image_and_the_centre_of_another(tmp_path):
+    """Weights B^2 / sigma^2: the image that sees the source at its centre (and is noisier) vs one at its edge."""
+    ra_s = 150.0
+    src = pd.DataFrame({"ra_deg": [ra_s], "dec_deg": [DEC], "flux_jy": [1.0]})
+    spec = replace_spec(npix=240)  # 4 deg across
+    far = ra_s + 1.7 / np.cos(np.radians(DEC))  # 1.7 deg away on the sky: beam ~ 0.3
+    a = write_image(tmp_path, group(0), ra_s, DEC, src, spec, noise=False, rms_jy=1e-3)
+    b = write_image(tmp_path, group(1), far, DEC, src, spec, noise=False, rms_jy=0.5e-3, flux_scale=1.5)
+    pb_b = float(primary_beam(far, DEC, np.array(ra_s), np.array(DEC), spec))
+    assert 0.15 < pb_b < 0.35
+    plan, qa, data, noise, wcs, header, out = build(tmp_path, [(str(a["image"]), str(a["pb"])),
+                                                               (str(b["image"]), str(b["pb"]))])
+    w_a, w_b = 1 / 1e-3**2, pb_b**2 / 0.5e-3**2
+    expected = (w_a * 1.0 + w_b * 1.5) / (w_a + w_b)
+    fit = fit_point_source(data, wcs, ra_s, DEC, BEAM_DEG, free_shape=True)
+    assert fit.flux_jy == pytest.approx(expected, rel=0.003), (fit.flux_jy, expected)
+    # Other weightings give other answers: equal, B / sigma^2, B^2 without the rms, 1 / sigma^2 alone.
+    for w2 in (1.0, pb_b * 4, pb_b**2, 4.0):
+        assert abs(fit.flux_jy - (1.0 + 1.5 * w2) / (1 + w2)) > 0.015
+    # Noise and weights maps at the pixel nearest the source: (sum B^2 / sigma^2)^-1/2 and the sum.
+    x, y = np.round(wcs.wcs_world2pix([[ra_s, DEC]], 0)[0]).astype(int)
+    ra_p, dec_p = wcs.wcs_pix2world([[x, y]], 0)[0]
+    w_p = (primary_beam(ra_s, DEC, np.array(ra_p), np.array(dec_p), spec) ** 2 / 1e-3**2
+           + primary_beam(far, DEC, np.array(ra_p), np.array(dec_p), spec) ** 2 / 0.5e-3**2)
+    assert noise[y, x] == pytest.approx(1 / np.sqrt(w_p), rel=1e-3)
+    assert fits.getdata(out["mosaic_weights"])[y, x] == pytest.approx(w_p, rel=1e-3)
+
+
+def test_nan_regions_and_blank_images_are_handled(tmp_path):
+    rng = np.random.default_rng(5)
+    src = random_sources(rng, (149.7, 151.3), (32.3, 33.7), 8, min_sep_deg=0.35)
+    spec = replace_spec(npix=200)
+    hole = (slice(60, 110), slice(60, 110))  # a blanked square near the centre of image 0
+    a = write_image(tmp_path, group(0), 150.0, DEC, src, spec, seed=1, nan_box=hole)
+    b = write_image(tmp_path, group(1), 151.0, DEC, src, spec, seed=2)
+    c = write_image(tmp_path, group(2), 150.5, DEC, src, spec, seed=3, all_nan=True)
+    pairs = [(str(p["image"]), str(p["pb"])) for p in (a, b, c)]
+    plan, qa, data, noise, wcs, header, out = build(tmp_path, pairs)
+    assert qa["n_images_blank"] == 1 and qa["blank_images"] == [group(2)]
+    covered = np.isfinite(noise)
+    assert np.array_equal(np.isfinite(data), covered), "mosaic and noise map are blank together"
+    count = fits.getdata(out["mosaic_weights"], "NIMAGES")
+    assert np.array_equal(count > 0, covered)
+    # The hole of image 0 is filled by image 1 where image 1 reaches, with only its weight there.
+    img_wcs = mosaic.read_plane(a["image"])[1]
+    ra_h, dec_h = img_wcs.wcs_pix2world([[85, 85]], 0)[0]
+    assert value_at(count, wcs, ra_h, dec_h) == 1
+    pb_b = float(primary_beam(151.0, DEC, np.array(ra_h), np.array(dec_h), spec))
+    assert value_at(noise, wcs, ra_h, dec_h) == pytest.approx(spec.rms_jy / pb_b, rel=0.01)
+    assert np.isfinite(data[covered]).all()
+    for r in src.itertuples():
+        x, y = img_wcs.wcs_world2pix([[r.ra_deg, r.dec_deg]], 0)[0]
+        if 50 <= x <= 120 and 50 <= y <= 120:
+            continue  # at the hole's edge
+        fit = fit_point_source(data, wcs, r.ra_deg, r.dec_deg, BEAM_DEG, free_shape=True)
+        assert fit.flux_jy / r.flux_jy == pytest.approx(1.0, abs=0.02), r
+
+
+@pytest.mark.parametrize("projection", ["CAR", "SIN"])
+def test_strip_through_ra_zero_on_car_and_sin_grids(tmp_path, projection):
+    rng = np.random.default_rng(8)
+    src = random_sources(rng, (358.6, 361.2), (32.3, 33.7), 8, min_sep_deg=0.4)
+    src["ra_deg"] %= 360
+    pairs = strip(tmp_path / "images", [(359.0 + 0.95 * k) % 360 for k in range(3)], src)
+    plan, qa, data, noise, wcs, header, out = build(tmp_path, pairs, options(projection=projection))
+    assert plan.grid.ctype[0] == f"RA---{projection}" and qa["width_deg"] > 4
+    result, _, _ = mosaic.measure_qa(data, noise, wcs, header, src, mosaic.QAOptions())
+    assert result["n_matched"] == len(src) and result["grade"] == "good", result
+    assert result["flux_ratio"] == pytest.approx(1.0, abs=0.01) and result["astrometry_offset_arcsec"] < 3
+
+
+# ------------------------------------------------------------------ stages
+
+
+def stage_config(tmp: Path, **tier) -> dict:
+    return validate_config({"results_dir": str(tmp / "results"), "mosaic": {"tiers": {"science": {
+        "pixel_arcsec": 60.0, "projection": "TAN", "resources": {"mem_mb": 2000}, **tier}}}})
+
+
+def test_stages_write_register_and_refuse_an_empty_plan(tmp_path):
+    config = stage_config(tmp_path)
+    results = tmp_path / "results"
+    rng = np.random.default_rng(2)
+    src = random_sources(rng, (149.7, 152.2), (32.3, 33.7), 10)
+    src.to_csv(tmp_path / "catalogue.csv", index=False)
+    config["catalogue"]["path"] = str(tmp_path / "catalogue.csv")
+    pairs = strip(results / "images", [150.0, 151.0, 152.0], src)
+    paths = stage.outputs_for(results, "science", "2025-06-15")
+    summary = stage.plan_mosaic([p[0] for p in pairs], [p[1] for p in pairs], paths["mosaic_plan"],
+                                "science", "2025-06-15", config)
+    assert summary["n_images"] == 3 and summary["n_rejected"] == 0
+    qa = stage.build_mosaic(paths["mosaic_plan"], paths, config)
+    assert qa["n_images"] == 3
+    mqa = stage.qa_mosaic(paths["mosaic"], paths["mosaic_noise"], paths["mosaic_qa"], config)
+    assert mqa["grade"] == "good" and mqa["n_matched"] == 10
+    with Database.from_config(config) as db:
+        rows = {r["kind"]: r for r in db.list_products()}
+    assert rows["mosaic_plan"]["n_images"] == 3 and rows["mosaic_plan"]["tier"] == "science"
+    assert rows["mosaic"]["n_images"] == 3 and rows["mosaic"]["width_deg"] > 3
+    assert rows["mosaic"]["pixel_arcsec"] == 60.0
+    assert rows["mosaic_qa"]["grade"] == "good" and rows["mosaic_qa"]["flux_ratio"] == pytest.approx(1, abs=0.01)
+    assert rows["mosaic_qa"]["n_matched"] == 10
+    assert not list(results.rglob(".*tmp*")), "no temporary left"
+
+    # Every image graded bad: the plan says why, and no mosaic is written or registered.
+    bad = strip(results / "bad", [150.0, 151.0], src, grade="bad")
+    empty = stage.outputs_for(results, "science", "2025-06-16")
+    summary = stage.plan_mosaic([p[0] for p in bad], [p[1] for p in bad], empty["mosaic_plan"], "science",
+                                "2025-06-15", config)
+    assert summary["n_images"] == 0 and summary["n_rejected"] == 2
+    with pytest.raises(mosaic.MosaicError, match=r"chose no image out of 2 candidate\(s\).*grade bad not accepted"):
+        stage.build_mosaic(empty["mosaic_plan"], empty, config)
+    assert not any(Path(empty[k]).exists() for k in stage.BUILD_KINDS)
+    with Database.from_config(config) as db:
+        mosaics = db.list_products(kind="mosaic")
+    assert [Path(r["path"]).name for r in mosaics] == ["2025-06-15.fits"]
+
+
+# ---------------------------------------------------------------- workflow
+
+
+def test_new_image_changes_the_plan_and_rebuilds_only_that_mosaic(tmp_path, snakemake_exe, repo_root):
+    """Real Snakemake on synthetic image products (the imaging rules are not run)."""
+    spec = replace_spec(npix=64, cell_arcsec=180.0, beam_arcsec=720.0)
+    src = random_sources(np.random.default_rng(4), (149.8, 151.5), (32.5, 33.5), 4, min_sep_deg=0.6)
+    raw, images = tmp_path / "raw", tmp_path / "results" / "images"
+    raw.mkdir()
+
+    def observe(g: str, ra: float, seed: int) -> None:
+        for sb in range(16):
+            (raw / naming.raw_filename(naming.parse_timestamp(g), sb)).touch()
+        write_image(images, g, ra, DEC, src, spec, seed=seed)
+
+    observe(group(0), 150.0, 0)
+    observe(group(1), 151.0, 1)
+    observe(group(0, "2025-06-16"), 150.5, 2)
+    (tmp_path / "test.yaml").write_text(
+        "mosaic:\n  tiers:\n    science: {pixel_arcsec: 180, projection: TAN, resources: {mem_mb: 1000}}\n")
+    day1 = {k: tmp_path / naming.mosaic_path("results", "science", "2025-06-15", k) for k in naming.MOSAIC_PRODUCTS}
+    day2 = {k: tmp_path / naming.mosaic_path("results", "science", "2025-06-16", k) for k in naming.MOSAIC_PRODUCTS}
+
+    def run(*targets, extra=()):
+        targets = [str(Path(t).relative_to(tmp_path)) for t in targets]  # as the rules name them
+        cmd = [str(snakemake_exe), *targets, "-s", str(repo_root / "Snakefile"), "-d", str(tmp_path),
+               "--cores", "2", *extra, "--allowed-rules", "plan_mosaic", "build_mosaic", "qa_mosaic",
+               "--configfile", str(repo_root / "config" / "config.yaml"), str(tmp_path / "test.yaml")]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+    out = run(day1["mosaic"], day2["mosaic_qa"])
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert json.loads(day1["mosaic_plan"].read_text())["images"].__len__() == 2
+    stamps = {k: p.stat().st_mtime_ns for k, p in day2.items()}
+    first = day1["mosaic"].stat().st_mtime_ns
+
+    # A new observation of 2025-06-15 arrives (its image made): that plan and mosaic only are redone.
+    observe(group(2), 152.0, 3)
+    out = run(day1["mosaic"], day2["mosaic_qa"])
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    plan = mosaic.Plan.read(day1["mosaic_plan"])
+    assert [e.group for e in plan.images] == [group(0), group(1), group(2)]
+    assert day1["mosaic"].stat().st_mtime_ns > first
+    assert fits.getheader(day1["mosaic"])["NIMAGES"] == 3
+    assert {k: p.stat().st_mtime_ns for k, p in day2.items()} == stamps, "the other mosaic is untouched"
+
+    # A plan rewritten with the same content (plans are deterministic, see the plan test) is newer
+    # than its mosaic but has the checksum Snakemake recorded: only a content change rebuilds.
+    os.utime(day2["mosaic_plan"])
+    out = run(day1["mosaic"], day2["mosaic_qa"], extra=("-n",))
+    assert out.returncode == 0 and "Nothing to be done" in out.stdout + out.stderr, out.stdout[-2000:]
+
+    # A day without observations: a clear message and nothing made.
+    out = run(tmp_path / naming.mosaic_path("results", "science", "2025-06-17"), extra=("-n",))
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    assert "science mosaic 2025-06-17" in text and "nothing to mosaic" in text, text[-2000:]
+    assert not (tmp_path / naming.mosaic_path("results", "science", "2025-06-17", "mosaic_plan")).exists()
+    with Database.from_config(validate_config({"results_dir": str(tmp_path / "results")})) as db:
+        kinds = sorted(r["kind"] for r in db.list_products())
+    assert kinds == ["mosaic", "mosaic", "mosaic_plan", "mosaic_plan", "mosaic_qa"]

@@ -8,9 +8,10 @@
 The observation is simulated (calibrated: unit gains, data in Jy) and
 converted once into ``DIR/results/calibrated/<group>.ms``; a later run with
 the same ``--workdir`` reuses it. Each imager runs in its own child process;
-the figures are the stage's wall time and the peak resident memory of the
-stage process and of the imager (WSClean, or the tclean child), read with
-getrusage. Defaults are the config's (imsize 4096, cell from the longest
+the figures are the stage's wall time, its CPU time (stage and imager; on a
+shared machine the CPU time is the steadier figure) and the peak resident
+memory of the stage process and of the imager (WSClean, or the tclean
+child), read with getrusage. Defaults are the config's (imsize 4096, cell from the longest
 baseline / 5, Briggs 0, auto-threshold 3, auto-mask 5) and the rule's
 resources (2 threads, 12 GB).
 """
@@ -38,8 +39,10 @@ t = time.perf_counter()
 qa = image(ms, outputs_for(results, group), group, config, threads=int(threads), mem_mb=int(mem_mb),
            log=results + "/image-" + imager + ".log")
 wall = time.perf_counter() - t
+self_ru, child_ru = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 print("RESULT=" + json.dumps({
     "wall_s": wall,
+    "cpu_s": self_ru.ru_utime + self_ru.ru_stime + child_ru.ru_utime + child_ru.ru_stime,
     "stage_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "imager_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     "qa": {k: qa[k] for k in ("rms_jy", "thermal_rms_jy", "rms_over_thermal", "peak_jy", "dynamic_range",
@@ -47,6 +50,48 @@ print("RESULT=" + json.dumps({
                               "cell_arcsec", "imsize")},
 }))
 """
+
+
+def check_fluxes(results: Path, group: str, truth_dir: Path, rms: float):
+    """Fit every simulated source above 20 sigma inside the corrected image; print how it compares."""
+    import numpy as np
+    import pandas as pd
+    from astropy.io import fits
+    from astropy.time import Time
+    from astropy.wcs import WCS
+
+    from dsa110_contimg import beam, geometry, image_qa, naming, telescope
+    from dsa110_contimg.simulate import REFERENCE_FREQ_HZ
+
+    sim = json.loads((truth_dir / "simulation.json").read_text())
+    sky = pd.read_csv(truth_dir / "sky.csv")
+    jd = Time(sim["start"][:19]).jd + (np.arange(sim["n_int"]) + 0.5) * telescope.INTEGRATION_S / 86400
+    lst = geometry.lst(jd)
+    f = np.concatenate([telescope.subband_frequencies(k, sim["n_chan"]) for k in sim["subbands"]])
+    ra, dec = np.radians(sky.ra_deg.to_numpy()), np.radians(sky.dec_deg.to_numpy())
+    a_ra, a_dec = geometry.icrs_to_apparent(jd[None, :], ra[:, None], dec[:, None])
+    _, _, n = geometry.direction_cosines(a_ra, a_dec, lst[None, :], np.radians(sim["dec_deg"]))
+    a = beam.airy_power(np.arccos(np.clip(n, -1, 1))[:, :, None], f[None, None, :])
+    s = sky.flux_jy.to_numpy()[:, None] * (f / REFERENCE_FREQ_HZ)[None, :] ** sky.spectral_index.to_numpy()[:, None]
+    apparent = (s[:, None, :] * a).mean(axis=(1, 2))
+    true = apparent / a.mean(axis=(1, 2))
+    path = naming.product_path(results, "pbcor", group)
+    header, data = fits.getheader(path), fits.getdata(path).astype(float)
+    wcs = WCS(header)
+    rows = {}
+    for i in np.flatnonzero(apparent / rms > 20):
+        x, y = wcs.all_world2pix([[sky.ra_deg[i], sky.dec_deg[i]]], 0)[0]
+        if not (20 < x < data.shape[1] - 20 and 20 < y < data.shape[0] - 20):
+            continue
+        fit = image_qa.fit_point_source(data, wcs, sky.ra_deg[i], sky.dec_deg[i],
+                                        (header["BMAJ"], header["BMIN"], header["BPA"]), free_shape=False)
+        rows[i] = {"flux_jy": fit.flux_jy, "ratio": fit.flux_jy / true[i], "offset_arcsec": fit.offset_arcsec}
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    if len(out):
+        print(f"         {len(out)} sources > 20 sigma in the image: flux / truth median {out.ratio.median():.4f}, "
+              f"range {out.ratio.min():.4f}-{out.ratio.max():.4f}; position offsets <= "
+              f"{out.offset_arcsec.max():.2f}\" (beam minor / 10 = {header['BMIN'] * 360:.2f}\")", flush=True)
+    return out
 
 
 def main() -> int:
@@ -101,12 +146,19 @@ def main() -> int:
         r = json.loads(lines[-1][len("RESULT="):])
         rows.append((imager, r))
         q = r["qa"]
-        print(f"{imager:8s} wall {r['wall_s']:7.1f} s   peak memory: stage {r['stage_peak_mb'] / 1024:.2f} GB, "
+        print(f"{imager:8s} wall {r['wall_s']:7.1f} s (CPU {r.get('cpu_s', float('nan')):.0f} s)   peak memory: stage {r['stage_peak_mb'] / 1024:.2f} GB, "
               f"imager {r['imager_peak_mb'] / 1024:.2f} GB   "
               f"({q['imsize']} px of {q['cell_arcsec']}\", rms {q['rms_jy'] * 1e3:.3f} mJy = "
               f"{q['rms_over_thermal']:.2f} x thermal, DR {q['dynamic_range']:.0f}, "
               f"beam {q['beam_major_arcsec']:.1f}\" x {q['beam_minor_arcsec']:.1f}\", "
               f"{q['n_sources_5sigma']} islands > 5 sigma, grade {q['grade']})", flush=True)
+        rows[-1][1]["fluxes"] = check_fluxes(out, group, work / "truth", r["qa"]["rms_jy"])
+    if len(rows) == 2:
+        a, b = rows[0][1]["fluxes"], rows[1][1]["fluxes"]
+        common = a.index.intersection(b.index)
+        ratio = a.loc[common, "flux_jy"] / b.loc[common, "flux_jy"]
+        print(f"{rows[0][0]} / {rows[1][0]} flux of the same {common.size} sources: median {ratio.median():.4f}, "
+              f"range {ratio.min():.4f}-{ratio.max():.4f}")
     if not args.keep and args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if len(rows) == len(args.imagers.split(",")) else 1

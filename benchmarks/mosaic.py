@@ -44,8 +44,9 @@ RA_STEP_DEG = 1.29  # one observation of 309 s of drift
 DEC = 33.0
 
 CHILD = r"""
-import json, resource, sys, time
+import json, logging, resource, sys, time
 from dsa110_contimg import mosaic
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # progress -> the build log
 images, pbs, out = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
 pixel, interp = float(sys.argv[4]), sys.argv[5]
 t0 = time.perf_counter()
@@ -157,10 +158,12 @@ def main() -> int:
     for n in sorted(args.n):
         out = str(work / f"deep{n}")
         t = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(images[:n]), json.dumps(pbs[:n]), out,
-                               str(args.cell), args.interpolation], capture_output=True, text=True)
+        with open(out + ".log", "w") as logfile:  # the build's progress, to follow it
+            proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(images[:n]), json.dumps(pbs[:n]), out,
+                                   str(args.cell), args.interpolation], stdout=subprocess.PIPE, stderr=logfile,
+                                  text=True)
         if proc.returncode:
-            print(proc.stderr[-3000:], file=sys.stderr)
+            print(f"N={n}: the build failed ({proc.returncode}); see {out}.log", file=sys.stderr)
             return 1
         run = json.loads(proc.stdout.strip().splitlines()[-1])
         run["wall_s"] = time.perf_counter() - t
@@ -183,7 +186,8 @@ def main() -> int:
     if not args.keep:
         shutil.rmtree(work / "images", ignore_errors=True)
         for f in work.glob("deep*"):
-            f.unlink()
+            if not f.name.endswith((".log", ".png")):
+                f.unlink()
     return 0
 
 

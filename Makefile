@@ -1,4 +1,4 @@
-# make demo | make test | make dag | make rulegraph | make clean-demo | make slurm-up | make demo-slurm
+# make demo | make test | make report | make dag | make rulegraph | make clean-demo | make slurm-up | make demo-slurm
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 
@@ -10,8 +10,10 @@ PYTEST_ARGS ?=
 CONFIGFILE ?= config/demo.yaml
 # Products to draw the pictures for (default: everything, rule all).
 TARGET ?=
+# Where `make report` writes the Snakemake report of CONFIGFILE's run.
+REPORT ?= $(if $(filter config/demo.yaml,$(CONFIGFILE)),demo/report.html,report.html)
 
-.PHONY: venv demo demo-raw test dag rulegraph clean-demo slurm-up slurm-down slurm-status demo-slurm
+.PHONY: venv demo demo-raw test report dag rulegraph clean-demo slurm-up slurm-down slurm-status demo-slurm
 
 venv: $(STAMP)
 
@@ -33,6 +35,15 @@ demo-raw: venv
 
 demo: demo-raw
 	$(BIN)/snakemake --profile profiles/default --configfile config/demo.yaml
+	$(MAKE) --no-print-directory report CONFIGFILE=config/demo.yaml
+	$(BIN)/contimg status --config config/demo.yaml || true
+
+# The HTML report of what exists (rule summary, then snakemake --report);
+# works on a partial run too. Open $(REPORT) in a browser.
+report: venv
+	$(BIN)/snakemake summary --profile profiles/default --configfile $(CONFIGFILE)
+	$(BIN)/snakemake summary --report $(REPORT) --configfile $(CONFIGFILE)
+	@echo "wrote $(REPORT)"
 
 # Pictures of the workflow: every rule once (rulegraph) or every job (dag),
 # of everything or of TARGET (e.g. make dag TARGET=demo/results/ms/<group>.ms).

@@ -9,6 +9,10 @@ from dsa110_contimg.config import ConfigError, validate_config
 configfile: "config/config.yaml"
 
 
+# `snakemake --report`: this page opens the report (see rules/report.smk).
+report: "report/workflow.rst"
+
+
 # Defaults come from the package schema; a bad key or value stops here,
 # before any job is planned.
 try:
@@ -23,6 +27,7 @@ include: "rules/calibrate.smk"
 include: "rules/image.smk"
 include: "rules/mosaic.smk"
 include: "rules/photometry.smk"
+include: "rules/report.smk"
 
 
 rule all:

@@ -29,6 +29,7 @@ from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS
 from casacore import tables
+from conftest import require_tool
 from simdata import SMALL, point_sky, simulate
 
 from dsa110_contimg import beam, geometry, image_qa, imaging, naming, primary_beam, stages, telescope
@@ -55,7 +56,9 @@ FIELD = [
 ]
 FAINT = [((0.0, 0.0), 0.03), ((0.5, 0.4), 0.02), ((-0.7, -0.3), 0.03), ((0.25, -0.9), 0.02)]
 
-pytestmark = pytest.mark.skipif(shutil.which("wsclean") is None, reason="wsclean is not installed")
+@pytest.fixture(scope="module", autouse=True)
+def _wsclean():
+    require_tool("wsclean")
 
 
 def _observe(tmp, sky_spec, **changes):

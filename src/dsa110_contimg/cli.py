@@ -169,6 +169,27 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
     check.set_defaults(func=cmd_config_check)
 
 
+def _add_status(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "status",
+        help="pipeline health: per night, latest calibration, alerts (exit 1 on an alert)",
+        description="Groups seen, incomplete, converted, calibrated, imaged and failed (with the "
+        "reasons) per UTC night, the latest calibration and its validity, and alerts with the "
+        "thresholds of the config's status section. Exit status: 0 healthy, 1 an alert is "
+        "active, 2 an error (bad config, unreachable database).",
+    )
+    p.add_argument("--config", default="config/config.yaml", help="pipeline config (default: %(default)s)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="the report as JSON (see dsa110_contimg.status)")
+    out.add_argument("--prometheus", action="store_true", help="the figures in the Prometheus text format")
+    p.add_argument("--nights", type=int, help="nights to show and check (default: status.nights)")
+    p.add_argument(
+        "--now", type=_iso_time,
+        help="UTC time ages are measured at (default: the newest observation; data age: the wall clock)",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_status)
+
+
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The argument parser; ``argv`` tells whether the simulator must be loaded."""
     parser = argparse.ArgumentParser(prog="contimg", description="DSA-110 continuum pipeline tools.")
@@ -179,6 +200,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     _add_products(sub)
     _add_calibration(sub)
     _add_config(sub)
+    _add_status(sub)
     return parser
 
 
@@ -332,6 +354,21 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     else:
         print(f"{args.file}: valid")
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from . import status
+
+    if args.nights is not None and args.nights < 1:
+        raise ConfigError(f"--nights must be at least 1, not {args.nights}")
+    report = status.gather(load_config(args.config), nights=args.nights, now=args.now)
+    if args.json:
+        print(status.render_json(report))
+    elif args.prometheus:
+        print(status.render_prometheus(report), end="")
+    else:
+        print(status.render_text(report))
+    return status.exit_code(report)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

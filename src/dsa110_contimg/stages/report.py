@@ -1,0 +1,106 @@
+"""Rule ``summary``: the tables and figures of the Snakemake report, and the metrics file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .. import naming, provenance, report
+from .common import logged
+
+#: Outputs of rule summary that are single files, made one by one.
+FILES = ("observations", "mosaics", "calibration_timeline", "calibrator_flux", "lightcurves", "throughput")
+#: Outputs that are folders of copied PNGs (the report lists every file in them).
+FOLDERS = ("thumbnails", "mosaic_previews")
+
+
+def _read(path: str | os.PathLike, reader) -> pd.DataFrame | None:
+    return reader(path) if os.path.exists(path) else None
+
+
+def _copy_pngs(sources: Sequence[str], name_of, folder: str) -> int:
+    """Copy PNGs into a fresh ``folder`` (replaced whole, so no stale picture stays)."""
+    tmp = Path(f"{folder}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for src in sources:
+        shutil.copyfile(src, tmp / name_of(src))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return len(sources)
+
+
+def _health(config: Mapping[str, Any], groups: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """Why each failed group failed, and the active alerts, over every night of ``groups``
+    (``contimg status``'s figures, from the database's job runs and QA)."""
+    from ..status import gather
+
+    health = gather(config, nights=max(1, len({g[:10] for g in groups})))
+    failures = {f["group"]: f"{f['rule']}: {f['reason']}" for night in health["nights"] for f in night["failures"]
+                if f["group"]}
+    return failures, [f"{a['name']}: {a['message']}" for a in health["alerts"]]
+
+
+def summary(
+    groups: Sequence[str],
+    thumbnails: Sequence[str],
+    mosaic_previews: Sequence[str],
+    outputs: Mapping[str, str],
+    config: Mapping[str, Any],
+    log: str | None = None,
+) -> dict[str, Any]:
+    """Write every output of rule summary from the products on disk; returns the figures.
+
+    ``thumbnails`` and ``mosaic_previews`` are the PNGs to show (those that exist).
+    """
+    results = config["results_dir"]
+    with logged(log, "summary", "all") as logger:
+        obs = report.observations(results, groups)
+        failures, alerts = _health(config, groups)
+        frame = report.observations_frame(obs, failures)
+        counts = frame["stage"].value_counts().to_dict() if len(frame) else {}
+        note = (f"{len(frame)} complete observation(s) in raw_dir; reached: "
+                + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("raw",) + tuple(n for n, _ in report.STAGES))
+                + (f"; {len(failures)} failed" if failures else "")
+                + ". Alerts: " + ("; ".join(alerts) if alerts else "none") + ".")
+        figures: dict[str, Any] = {"observations": len(frame), "stages": counts, "failed": len(failures),
+                                   "alerts": alerts}
+        with provenance.atomic_output(outputs["observations"]) as tmp:
+            report.write_table(frame, tmp, "Observations: stage reached and image QA", note)
+        mosaics = report.mosaic_frame(mosaic_previews)
+        with provenance.atomic_output(outputs["mosaics"]) as tmp:
+            report.write_table(mosaics, tmp, "Mosaics: QA against the reference catalogue",
+                               "" if len(mosaics) else "No mosaic has been built and checked yet.")
+        with provenance.atomic_output(outputs["calibration_timeline"]) as tmp:
+            figures["calibration"] = report.calibration_timeline(results, obs, tmp)
+        lightcurves = _read(naming.product_path(results, "lightcurves", "all"), pd.read_parquet)
+        variability = _read(naming.product_path(results, "variability", "all"), pd.read_parquet)
+        ese = _read(naming.product_path(results, "ese_candidates", "all"), pd.read_csv)
+        from ..calibrators import load_calibrators
+
+        catalogue = load_calibrators().set_index("name")["flux_jy"].to_dict()
+        with provenance.atomic_output(outputs["calibrator_flux"]) as tmp:
+            figures["calibrator_flux"] = report.calibrator_flux(
+                _read(naming.calflux_path(results), pd.read_csv), lightcurves, catalogue,
+                config["calibration"]["flux_alert_fraction"], tmp)
+        with provenance.atomic_output(outputs["lightcurves"]) as tmp:
+            figures["lightcurves"] = report.lightcurve_plot(lightcurves, variability, ese, tmp)
+        bench = report.read_benchmarks(results)
+        bench = bench[bench["rule"] != "summary"]
+        with provenance.atomic_output(outputs["throughput"]) as tmp:
+            figures["throughput"] = report.throughput(bench, counts.get("imaged", 0) + counts.get("photometry", 0),
+                                                      tmp)
+        figures["thumbnails"] = _copy_pngs(thumbnails, os.path.basename, outputs["thumbnails"])
+        figures["mosaic_previews"] = _copy_pngs(
+            mosaic_previews, lambda p: f"{Path(p).parent.name}-{Path(p).name.removesuffix('.qa.png')}.png",
+            outputs["mosaic_previews"])
+        from ..status import write_prometheus
+
+        write_prometheus(outputs["metrics"], config)
+        logger.info("summary: %s", {k: v for k, v in figures.items() if k != "throughput"})
+    return figures

@@ -216,7 +216,7 @@ def _stage(row: Mapping[str, Any]) -> str:
     ):
         if row[key]:
             return label
-    return "raw" if row["complete"] else "incomplete"
+    return {True: "raw", False: "incomplete", None: "raw (not registered)"}[row["complete"]]
 
 
 __all__ = ["FORMATS", "flat", "night", "products", "show", "table", "to_csv", "to_json", "tree"]

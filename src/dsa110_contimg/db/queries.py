@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ..naming import N_SUBBANDS
 from .registry import KINDS, Kind, kind_of
 from .schema import (
     ACTIVE,
@@ -355,8 +356,10 @@ def night_summary(session: Session, date: dt.date | str) -> dict[str, Any]:
     rows = [
         {
             "group": g.id,
-            "raw": f"{g.n_subbands}/16",
-            "complete": g.status == "complete",
+            # No raw file registered (a group known only from a failed job's run, raw
+            # files not synced): its completeness is unknown, not "incomplete".
+            "raw": f"{g.n_subbands}/{N_SUBBANDS}" if g.n_subbands else "not registered",
+            "complete": g.status == "complete" if g.n_subbands else None,
             "dec_deg": g.dec_deg,
             "converted": "ms" in stages[g.id],
             "calibrated": "calibrated" in stages[g.id],
@@ -370,8 +373,8 @@ def night_summary(session: Session, date: dt.date | str) -> dict[str, Any]:
     ]
     totals = {
         "seen": len(rows),
-        "complete": sum(r["complete"] for r in rows),
-        "incomplete": sum(not r["complete"] for r in rows),
+        "complete": sum(r["complete"] is True for r in rows),
+        "incomplete": sum(r["complete"] is False for r in rows),
         "converted": sum(r["converted"] for r in rows),
         "calibrated": sum(r["calibrated"] for r in rows),
         "imaged": sum(r["imaged"] for r in rows),

@@ -36,7 +36,7 @@ demo-raw: venv
 demo: demo-raw
 	$(BIN)/snakemake --profile profiles/default --configfile config/demo.yaml
 	$(MAKE) --no-print-directory report CONFIGFILE=config/demo.yaml
-	$(BIN)/contimg status --config config/demo.yaml || true
+	$(BIN)/contimg status --config config/demo.yaml || [ $$? -eq 1 ]  # 1: an alert (shown), 2: an error
 
 # The HTML report of what exists (rule summary, then snakemake --report);
 # works on a partial run too. Open $(REPORT) in a browser.

@@ -286,6 +286,20 @@ def read_benchmarks(results_dir: str | os.PathLike) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["rule", "job", "wall_s", "max_rss_mb", "end", "start"])
 
 
+def busy_hours(starts: Iterable[float], ends: Iterable[float]) -> float:
+    """Hours during which at least one job ran (the union of the jobs' intervals), so
+    the pauses between separate runs of the workflow do not count."""
+    total, current_end = 0.0, -np.inf
+    for start, end in sorted(zip(starts, ends)):
+        if start > current_end:
+            total += end - start
+            current_end = end
+        elif end > current_end:
+            total += end - current_end
+            current_end = end
+    return total / 3600
+
+
 def throughput(bench: pd.DataFrame, n_imaged: int, path: str | os.PathLike) -> dict[str, Any]:
     """Wall time and peak memory per rule (box per rule), and observations imaged per hour."""
     import matplotlib
@@ -298,18 +312,21 @@ def throughput(bench: pd.DataFrame, n_imaged: int, path: str | os.PathLike) -> d
     if len(bench):
         order = bench.groupby("rule")["wall_s"].median().sort_values(ascending=False).index.tolist()
         for ax, col, label in ((a1, "wall_s", "wall time per job (s)"), (a2, "max_rss_mb", "peak memory per job (MB)")):
-            ax.boxplot([bench.loc[bench["rule"] == r, col].dropna() for r in order], vert=False, tick_labels=order)
+            ax.boxplot([bench.loc[bench["rule"] == r, col].dropna() for r in order], orientation="horizontal",
+                       tick_labels=order)
             ax.set_xlabel(label)
             ax.set_xscale("log")
-        span_h = (bench["end"].max() - bench["start"].min()) / 3600
+        span_h = busy_hours(bench["start"], bench["end"])
         figures.update(
             span_h=span_h,
             observations_per_hour=n_imaged / span_h if span_h > 0 else None,
-            slowest=bench.sort_values("wall_s", ascending=False).head(5)[["rule", "job", "wall_s"]]
+            slowest=bench.sort_values("wall_s", ascending=False).head(3)[["rule", "job", "wall_s"]]
             .to_dict(orient="records"),
         )
         rate = figures["observations_per_hour"]
-        fig.suptitle(f"Throughput: {n_imaged} observations imaged in {span_h:.2f} h of wall time"
+        slowest = "; ".join(f"{r['rule']} {r['job']} ({r['wall_s']:.0f} s)" for r in figures["slowest"][:3])
+        fig.supxlabel(f"slowest jobs: {slowest}", fontsize=8)
+        fig.suptitle(f"Throughput: {n_imaged} observations imaged in {span_h:.2f} h of running jobs"
                      + (f" ({rate:.1f} per hour)" if rate else ""))
     else:
         for ax, label in ((a1, "wall time per job (s)"), (a2, "peak memory per job (MB)")):

@@ -47,6 +47,24 @@ def db_url(request, tmp_path):
     server.drop_database(url)
 
 
+@pytest.fixture
+def database(db_url):
+    """An open :class:`~dsa110_contimg.db.Database` on each back end's empty database."""
+    from dsa110_contimg.db import Database
+
+    with Database(db_url) as database:
+        yield database
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    """Empty ``raw`` and ``results`` folders."""
+    raw, results = tmp_path / "raw", tmp_path / "results"
+    raw.mkdir()
+    results.mkdir()
+    return raw, results
+
+
 # ------------------------------------------------------------------ writers
 
 

@@ -11,25 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from db_products import GROUP, GROUP2, db_url, make_ms, make_raw, pg_server  # noqa: F401
+from db_products import GROUP, GROUP2, database, db_url, dirs, make_ms, make_raw, pg_server  # noqa: F401
 
 from dsa110_contimg import db as dbmod
 from dsa110_contimg.db import Database, DatabaseError, UnknownKindError
 from dsa110_contimg.provenance import SidecarError, read_sidecar, write_sidecar
-
-
-@pytest.fixture
-def database(db_url):
-    with Database(db_url) as database:
-        yield database
-
-
-@pytest.fixture
-def dirs(tmp_path):
-    raw, results = tmp_path / "raw", tmp_path / "results"
-    raw.mkdir()
-    results.mkdir()
-    return raw, results
 
 
 def rows(database, kind="ms", **kw):

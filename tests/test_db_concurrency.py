@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from db_products import (  # noqa: F401
     CALGROUP,
     db_url,
+    dirs,
     group_at,
     make_calibrated,
     make_caltable,
@@ -35,14 +36,6 @@ N_WORKERS = 32
 N_ROWS = 200  # photometry rows per worker
 
 ctx = multiprocessing.get_context("fork")
-
-
-@pytest.fixture
-def dirs(tmp_path):
-    raw, results = tmp_path / "raw", tmp_path / "results"
-    raw.mkdir()
-    results.mkdir()
-    return raw, results
 
 
 def worker(config: dict, products: list[str], group: str, barrier, errors) -> None:

@@ -18,7 +18,9 @@ import pytest
 from db_products import (  # noqa: F401
     CALGROUP,
     GROUP,
+    database,
     db_url,
+    dirs,
     make_calibrated,
     make_caltable,
     make_chain,
@@ -32,20 +34,6 @@ from db_products import (  # noqa: F401
 
 from dsa110_contimg.db import KINDS, Database, NotFoundError
 from dsa110_contimg.provenance import SidecarError, atomic_output, write_sidecar
-
-
-@pytest.fixture
-def database(db_url):
-    with Database(db_url) as database:
-        yield database
-
-
-@pytest.fixture
-def dirs(tmp_path):
-    raw, results = tmp_path / "raw", tmp_path / "results"
-    raw.mkdir()
-    results.mkdir()
-    return raw, results
 
 
 def one(database, kind, path):

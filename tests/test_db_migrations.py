@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from db_products import GROUP, db_url, make_chain, make_ms, make_raw, ms_qa, pg_server  # noqa: F401
+from db_products import GROUP, db_url, dirs, make_chain, make_ms, make_raw, ms_qa, pg_server  # noqa: F401
 
 from dsa110_contimg import cli
 from dsa110_contimg.db import (
@@ -27,14 +27,6 @@ from dsa110_contimg.db import (
 from dsa110_contimg.db import migrate
 from dsa110_contimg.db.core import make_engine
 from dsa110_contimg.db.schema import REVISIONS
-
-
-@pytest.fixture
-def dirs(tmp_path):
-    raw, results = tmp_path / "raw", tmp_path / "results"
-    raw.mkdir()
-    results.mkdir()
-    return raw, results
 
 
 def schema_differences(url: str) -> list:

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from db_products import (  # noqa: F401
     CALGROUP,
     db_url,
+    dirs,
     group_at,
     make_chain,
     make_ms,
@@ -24,14 +25,6 @@ from dsa110_contimg.db import Database, job_run, record_job
 DAY1 = [group_at(60 * 8), group_at(60 * 8 + 5.15), group_at(60 * 8 + 10.3)]
 DAY2 = group_at(60 * 8, day="2025-06-16")
 CALGROUP2 = group_at(60 * 7.9, day="2025-06-16")
-
-
-@pytest.fixture
-def dirs(tmp_path):
-    raw, results = tmp_path / "raw", tmp_path / "results"
-    raw.mkdir()
-    results.mkdir()
-    return raw, results
 
 
 @pytest.fixture

@@ -11,6 +11,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The database fixtures (database, db_url on SQLite and PostgreSQL, dirs, pg_server).
+pytest_plugins = ("db_products",)
+
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:

@@ -30,6 +30,20 @@ def mid_jd(opts: SimOptions) -> float:
     return Time(opts.start).jd + opts.n_int * INTEGRATION_S / 2 / 86400
 
 
+def transit_start(name: str = "3C286", before_s: float = 100.0, after: datetime = START) -> datetime:
+    """A start time (whole seconds) ``before_s`` before calibrator ``name``'s first transit after ``after``."""
+    from astropy import units as u
+    from astropy.time import Time
+
+    from dsa110_contimg.calibrators import load_calibrators
+
+    cal = load_calibrators().set_index("name").loc[name]
+    t0 = Time(after)
+    dra = (np.radians(cal.ra_deg) - geometry.lst(np.array([t0.jd]))[0]) % (2 * np.pi)
+    transit = t0 + dra / (2 * np.pi) * 0.99726957 * u.day
+    return (transit - before_s * u.s).to_datetime().replace(microsecond=0)
+
+
 def point_sky(opts: SimOptions, offsets_deg=((0.0, 0.0),), flux_jy=1.0, spectral_index=-0.7) -> pd.DataFrame:
     """Point sources at (dRA cos dec, dDec) offsets from the meridian at mid time (ICRS)."""
     ra0, dec0 = geometry.meridian_icrs(mid_jd(opts), np.radians(opts.dec_deg))

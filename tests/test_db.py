@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from db_products import GROUP, GROUP2, database, db_url, dirs, make_ms, make_raw, pg_server  # noqa: F401
+from db_products import GROUP, GROUP2, make_ms, make_raw
 
 from dsa110_contimg import db as dbmod
 from dsa110_contimg.db import Database, DatabaseError, UnknownKindError

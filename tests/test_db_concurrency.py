@@ -14,12 +14,9 @@ import sqlite3
 import traceback
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
-from db_products import (  # noqa: F401
+from db_products import (
     CALGROUP,
-    db_url,
-    dirs,
     group_at,
     make_calibrated,
     make_caltable,
@@ -27,7 +24,6 @@ from db_products import (  # noqa: F401
     make_ms,
     make_photometry,
     make_raw,
-    pg_server,
 )
 
 from dsa110_contimg.db import Database, kinds, record_job

@@ -15,12 +15,9 @@ import pyarrow as pa
 import pyarrow.csv
 import pyarrow.parquet as pq
 import pytest
-from db_products import (  # noqa: F401
+from db_products import (
     CALGROUP,
     GROUP,
-    database,
-    db_url,
-    dirs,
     make_calibrated,
     make_caltable,
     make_chain,
@@ -28,11 +25,10 @@ from db_products import (  # noqa: F401
     make_ms,
     make_photometry,
     make_raw,
-    pg_server,
     photometry_table,
 )
 
-from dsa110_contimg.db import KINDS, Database, NotFoundError
+from dsa110_contimg.db import KINDS, NotFoundError
 from dsa110_contimg.provenance import SidecarError, atomic_output, write_sidecar
 
 

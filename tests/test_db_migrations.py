@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from db_products import GROUP, db_url, dirs, make_chain, make_ms, make_raw, ms_qa, pg_server  # noqa: F401
+from db_products import GROUP, make_chain, make_ms, make_raw, ms_qa
 
 from dsa110_contimg import cli
 from dsa110_contimg.db import (

@@ -8,15 +8,12 @@ import json
 
 import pytest
 import sqlalchemy as sa
-from db_products import (  # noqa: F401
+from db_products import (
     CALGROUP,
-    db_url,
-    dirs,
     group_at,
     make_chain,
     make_ms,
     make_raw,
-    pg_server,
 )
 
 from dsa110_contimg import cli

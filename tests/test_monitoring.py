@@ -18,12 +18,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from db_products import make_chain, make_raw
-from simdata import SMALL, simulate
+from simdata import SMALL, simulate, transit_start
 
 from dsa110_contimg import cli, fluxmon, naming, status
 from dsa110_contimg.config import load_config
@@ -62,26 +61,11 @@ def run_workflow(snakemake_exe: Path, repo_root: Path, workdir: Path) -> subproc
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
 
 
-def _transit_start(name: str = "3C286") -> dt.datetime:
-    """A start time that puts the calibrator's transit in the third of three 77 s observations."""
-    from astropy import units as u
-    from astropy.time import Time
-
-    from dsa110_contimg import geometry
-    from dsa110_contimg.calibrators import load_calibrators
-
-    cal = load_calibrators().set_index("name").loc[name]
-    t0 = Time(SMALL.start)
-    dra = (np.radians(cal.ra_deg) - geometry.lst(np.array([t0.jd]))[0]) % (2 * np.pi)
-    transit = t0 + dra / (2 * np.pi) * 0.99726957 * u.day
-    return (transit - 100 * u.s).to_datetime().replace(microsecond=0)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, snakemake_exe, repo_root):
     """The workflow on three observations, one subband of the first truncated."""
     workdir = tmp_path_factory.mktemp("status_run")
-    opts = replace(SMALL, start=_transit_start(), n_obs=3, n_int=6, n_ants=16, n_chan=4, dec_deg=30.5,
+    opts = replace(SMALL, start=transit_start(), n_obs=3, n_int=6, n_ants=16, n_chan=4, dec_deg=30.5,
                    n_sources=4)  # fmt: skip
     files = simulate(workdir, opts)
     groups = group_files([f.name for f in files]).groups

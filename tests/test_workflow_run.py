@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from dataclasses import replace
 from casacore import tables
-from simdata import SMALL, simulate
+from simdata import SMALL, simulate, transit_start
 
 from dsa110_contimg import naming
 from dsa110_contimg.config import validate_config
@@ -66,19 +66,7 @@ def test_workflow_converts_good_groups_and_names_the_bad_one(tmp_path, snakemake
 def test_one_transit_is_solved_once_and_calibrates_every_observation(tmp_path, snakemake_exe, repo_root):
     import json
 
-    from astropy.time import Time
-
-    from dsa110_contimg import geometry
-    from dsa110_contimg.calibrators import load_calibrators
-
-    import numpy as np
-    from astropy import units as u
-
-    cal = load_calibrators().set_index("name").loc["3C286"]
-    t0 = Time(SMALL.start)
-    dra = (np.radians(cal.ra_deg) - geometry.lst(np.array([t0.jd]))[0]) % (2 * np.pi)
-    transit = t0 + dra / (2 * np.pi) * 0.99726957 * u.day
-    start = (transit - 100 * u.s).to_datetime().replace(microsecond=0)
+    start = transit_start()
     simulate(tmp_path, replace(SMALL, start=start, n_obs=3, n_int=6, n_ants=16, n_chan=4, dec_deg=30.5,
                                n_sources=4))
     (tmp_path / "dec.yaml").write_text("pointing:\n  dec_deg: 30.5\n")

@@ -338,7 +338,6 @@ def convert_group(
     The caller makes the write atomic (see :func:`provenance.atomic_output`).
     Returns the MS's QA figures for the sidecar and the database.
     """
-    from casacore import tables
     from pyuvdata.utils.io import ms as ms_utils
     from pyuvdata.utils.pol import determine_pol_order
 

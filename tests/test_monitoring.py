@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 from db_products import make_chain, make_raw
+from report_check import build_report, decoded, open_in_browser, read_table, report_results
 from simdata import SMALL, simulate, transit_start
 
 from dsa110_contimg import cli, fluxmon, naming, status
@@ -303,62 +304,6 @@ def test_cli_arguments(tmp_path, capsys):
     assert cli.main(["status", "--config", str(tmp_path / "missing.yaml")]) == 2
 
 
-def build_report(snakemake_exe: Path, repo_root: Path, workdir: Path, config: Path) -> Path:
-    """``snakemake summary`` then ``snakemake summary --report`` (what ``make report`` does)."""
-    base = [str(snakemake_exe), "summary", "-s", str(repo_root / "Snakefile"), "-d", str(workdir), "--configfile",
-            str(repo_root / "config" / "config.yaml"), str(config)]  # fmt: skip
-    out = subprocess.run([*base, "--cores", "1"], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    html = workdir / "report.html"
-    out = subprocess.run([*base, "--report", str(html)], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return html
-
-
-def read_table(path: Path) -> pd.DataFrame:
-    """The one table of an HTML page written by dsa110_contimg.report.write_table."""
-    from html.parser import HTMLParser
-
-    class Cells(HTMLParser):
-        def __init__(self):
-            super().__init__()
-            self.rows, self.cell = [], None
-
-        def handle_starttag(self, tag, attrs):
-            if tag == "tr":
-                self.rows.append([])
-            elif tag in ("td", "th"):
-                self.cell = ""
-
-        def handle_endtag(self, tag):
-            if tag in ("td", "th"):
-                self.rows[-1].append(self.cell)
-                self.cell = None
-
-        def handle_data(self, data):
-            if self.cell is not None:
-                self.cell += data
-
-    parser = Cells()
-    parser.feed(path.read_text())
-    header, *rows = parser.rows
-    return pd.DataFrame(rows, columns=header)
-
-
-def report_results(html: Path) -> dict[str, dict]:
-    """The report's embedded results (file name -> entry with its data URI)."""
-    text = html.read_text()
-    start = text.index("var results = ", text.index('<script id="results">')) + len("var results = ")
-    results, _ = json.JSONDecoder().raw_decode(text[start:])
-    return {Path(key).name: value for key, value in results.items()}
-
-
-def decoded(entry: dict) -> bytes:
-    import base64
-
-    return base64.b64decode(entry["data_uri"].split(",", 1)[1])
-
-
 def test_report_of_a_partial_run_opens_in_a_browser(run, snakemake_exe, repo_root):
     from conftest import ARTIFACTS, require_tool
 
@@ -385,20 +330,7 @@ def test_report_of_a_partial_run_opens_in_a_browser(run, snakemake_exe, repo_roo
     # Nothing imaged for mosaics (disabled) and no light curve (the fan-in needs every group): said, not failed.
     assert b"No mosaic has been built" in decoded(results["mosaics.html"])
 
-    # A real browser: the page's script renders the menu of categories without a script error.
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shot = ARTIFACTS / "report-partial-run.png"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000", "--window-size=1400,1000"]
-    out = subprocess.run([chromium, *flags, "--enable-logging=stderr", "--v=0", f"--screenshot={shot}",
-                          html.as_uri()], capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert out.returncode == 0, out.stderr[-2000:]
-    errors = [line for line in out.stderr.splitlines() if "CONSOLE" in line and re.search("Uncaught|Error", line)]
-    assert not errors, errors
-    assert shot.stat().st_size > 10_000
-    dom = subprocess.run([chromium, *flags, "--dump-dom", html.as_uri()], capture_output=True, text=True,
-                         timeout=120).stdout  # fmt: skip
-    for category in ("1. Observations", "2. Images", "3. Calibration", "4. Variability", "5. Mosaics"):
-        assert category in dom, f"{category} not rendered"
+    open_in_browser(chromium, html, ARTIFACTS / "report-partial-run.png")
 
 
 def test_report_before_anything_is_imaged(tmp_path, snakemake_exe, repo_root):

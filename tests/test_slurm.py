@@ -9,9 +9,9 @@ them). Without them the tests are skipped, except in CI (CI set), where they
 fail. A cluster that is already up (`cluster/slurm.sh start` by hand) is used
 and left running; one started here is stopped at the end.
 
-To cover a new stage, add its products to ``targets`` in
-test_convert_runs_through_slurm (or ask for ``all``) and its rule name to the
-rules expected in the Slurm job logs; nothing else changes.
+test_demo_workflow_runs_through_slurm runs the default target (every stage);
+a new stage's rule name goes into the rules expected in the Slurm job logs
+(or LOCAL_RULES when it is a localrule).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from simdata import SMALL, simulate
+import yaml
+from simdata import SMALL, simulate, transit_start
 
 from dsa110_contimg import naming
 from dsa110_contimg.config import validate_config
@@ -61,10 +62,10 @@ def slurm(repo_root):
         subprocess.run([script, "stop"], capture_output=True, text=True, timeout=300)
 
 
-def _snakemake(snakemake_exe, repo_root, workdir: Path, *args, timeout=420) -> subprocess.CompletedProcess:
+def _snakemake(snakemake_exe, repo_root, workdir: Path, *args, configs=(), timeout=420) -> subprocess.CompletedProcess:
     """Snakemake started in ``workdir``; stopped with SIGINT on time-out (that cancels its Slurm jobs)."""
     cmd = [str(snakemake_exe), "-s", str(repo_root / "Snakefile"), *args,
-           "--configfile", str(repo_root / "config" / "config.yaml")]
+           "--configfile", str(repo_root / "config" / "config.yaml"), *map(str, configs)]
     proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:
@@ -98,17 +99,38 @@ def _simulate_groups(tmp_path: Path, n_obs: int) -> list[str]:
     return groups
 
 
-def test_convert_runs_through_slurm(tmp_path, slurm, snakemake_exe, repo_root):
-    groups = _simulate_groups(tmp_path, 2)
-    targets = [naming.ms_path("results", g) for g in groups]
+#: Rules that run on the submitting host (localrule: True); every other job goes through sbatch.
+LOCAL_RULES = {"calibrator_flux", "summary", "all"}
 
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, slurm, snakemake_exe, repo_root):
+    """The demo workflow through profiles/slurm-test: three observations around a 3C286
+    transit, the simulated sky as the catalogue, mosaics; everything the default target makes."""
+    workdir = tmp_path_factory.mktemp("slurm_demo")
+    files = simulate(workdir, replace(SMALL, start=transit_start(), n_obs=3, n_int=6, n_ants=16, n_chan=4,
+                                      dec_deg=30.5, n_sources=6))  # fmt: skip
+    groups = [g.id for g in group_files([f.name for f in files]).groups]
+    config = workdir / "demo.yaml"
+    config.write_text(yaml.safe_dump({
+        "pointing": {"dec_deg": 30.5}, "catalogue": {"path": "truth/sky.csv"},
+        # A 68' field in a 3.4 deg beam: the sidelobes of the sources outside it are not
+        # deconvolved, so the rms is ~4x thermal; grade such images marginal, not bad,
+        # so that the mosaics take them (the default tiers leave bad images out).
+        "imaging": {"imsize": 512, "cell_arcsec": 8.0, "grade": {"bad_rms_ratio": 10.0}},
+    }))  # fmt: skip
     t0 = time.monotonic()
-    out = _snakemake(snakemake_exe, repo_root, tmp_path, *targets,
-                     "--profile", str(repo_root / "profiles" / "slurm-test"))
-    wall = time.monotonic() - t0
+    out = _snakemake(snakemake_exe, repo_root, workdir, "--profile", str(repo_root / "profiles" / "slurm-test"),
+                     configs=[config], timeout=900)  # fmt: skip
+    return {"dir": workdir, "groups": groups, "config": config, "out": out, "wall": time.monotonic() - t0}
+
+
+def test_demo_workflow_runs_through_slurm(demo_run):
+    out, workdir, groups = demo_run["out"], demo_run["dir"], demo_run["groups"]
     assert out.returncode == 0, out.stderr[-4000:]
     log = out.stderr
-    assert not re.search(r"^\s*localrule convert", log, re.M), "convert must not run on the submit host"
+    local = set(re.findall(r"^\s*localrule (\w+):", log, re.M))
+    assert local <= LOCAL_RULES, f"{local - LOCAL_RULES} ran on the submit host"
 
     # Every job went through sbatch and sacct knows each of them, finished.
     run_id = re.search(r"SLURM run ID: (\S+)", log).group(1)
@@ -118,25 +140,49 @@ def test_convert_runs_through_slurm(tmp_path, slurm, snakemake_exe, repo_root):
     assert sorted(jobs) == sorted(submitted), (jobs, submitted)
     for row in jobs.values():
         assert row["State"] == "COMPLETED", row
-        assert Path(row["WorkDir"]).resolve() == tmp_path.resolve()
+        assert Path(row["WorkDir"]).resolve() == workdir.resolve()
         assert row["Partition"] == "debug"
         assert int(row["AllocCPUS"]) <= os.cpu_count(), "a job never asks for more CPUs than the node has"
-    # Small jobs are packed: both converts in one Slurm job, each run inside it.
-    assert len(submitted) == 1, f"the test profile groups the converts: {submitted}"
-    slurm_logs = "\n".join(p.read_text() for p in (tmp_path / "logs" / "slurm").rglob("*.log"))
-    for g in groups:
-        assert re.search(rf"rule convert:(.|\n)*?wildcards: group={re.escape(g)}", slurm_logs), g
+    # Small jobs are packed: the three converts in one Slurm job.
+    slurm_logs = {p: p.read_text() for p in (workdir / "logs" / "slurm").rglob("*.log")}
+    with_convert = [p for p, text in slurm_logs.items() if "rule convert:" in text]
+    assert len(with_convert) == 1, f"the test profile groups the converts: {with_convert}"
+    ran = set(re.findall(r"^(?:local)?rule (\w+):", "\n".join(slurm_logs.values()), re.M))
+    assert {"convert", "solve_calibration", "apply_calibration", "image", "photometry", "lightcurves",
+            "plan_mosaic", "build_mosaic", "qa_mosaic"} <= ran, ran  # fmt: skip
 
-    # Products, sidecars and database rows, as in a local run.
-    config = validate_config({"results_dir": str(tmp_path / "results")})
-    with Database.from_config(config) as db:
-        rows = {r["group_id"]: r for r in db.list_products(kind="ms")}
-    assert sorted(rows) == groups
+    # Products land and the database holds them, as in a local run.
     for g in groups:
-        assert (tmp_path / naming.ms_path("results", g)).is_dir()
-        assert (tmp_path / naming.sidecar_path(naming.ms_path("results", g))).is_file()
-        assert rows[g]["status"] == "current" and rows[g]["n_rows"] > 0
-    print(f"2 observations converted through Slurm in {wall:.1f} s")
+        for kind in ("ms", "calibrated", "image", "pbcor", "photometry"):
+            assert (workdir / naming.product_path("results", kind, g)).exists(), (kind, g)
+    assert (workdir / naming.product_path("results", "lightcurves", "all")).exists()
+    assert list((workdir / "results" / "mosaics").glob("*/*.qa.png"))
+    config = validate_config({"results_dir": str(workdir / "results")})
+    with Database.from_config(config) as db:
+        kinds = {}
+        for row in db.list_products():
+            kinds.setdefault(row["kind"], set()).add(row["group_id"])
+    for kind in ("ms", "calibrated", "image", "photometry"):
+        assert kinds.get(kind) == set(groups), (kind, kinds.get(kind))
+    assert {"caltable", "lightcurves", "mosaic"} <= set(kinds), sorted(kinds)
+    print(f"the demo workflow ran through Slurm in {demo_run['wall']:.0f} s ({len(submitted)} Slurm jobs)")
+
+
+def test_report_of_the_demo_run_opens_in_a_browser(demo_run, snakemake_exe, repo_root):
+    """The report of the whole demo: every category holds its figures; a real browser renders it."""
+    from conftest import ARTIFACTS, require_tool
+    from report_check import build_report, open_in_browser, report_results
+
+    assert demo_run["out"].returncode == 0, "needs the demo run"
+    chromium = require_tool("chromium")
+    html = build_report(snakemake_exe, repo_root, demo_run["dir"], demo_run["config"])
+    results = report_results(html)
+    expected = {"observations.html", "throughput.png", "calibration_timeline.png", "calibrator_flux.png",
+                "lightcurves.png", "mosaics.html"} | {f"{g}.png" for g in demo_run["groups"]}  # fmt: skip
+    assert expected <= set(results), sorted(results)
+    assert any(name.startswith(("quicklook-", "science-")) for name in results), sorted(results)
+    assert all(entry["caption"].strip() for entry in results.values())
+    open_in_browser(chromium, html, ARTIFACTS / "report-demo-run.png")
 
 
 # The site profile itself (profiles/slurm) with one bad setting: it must fail

@@ -97,16 +97,17 @@ def test_failed_group_is_named_with_its_reason_and_exits_1(run):
     assert f"jobs_failed {night}: 1 failed job(s): {bad_group} convert" in alerts
 
 
-def test_products_night_does_not_call_a_failed_group_incomplete(run):
-    """The failed group's raw files were never registered: its completeness is unknown, not 0/16."""
+def test_products_night_shows_a_failed_group_with_its_raw_files(run):
+    """convert registers the raw files first: the failed group is complete, not "0/16 incomplete"."""
     night = run["groups"][0][:10]
     out = subprocess.run([str(CONTIMG), "products", "night", night, "--config", str(run["dir"] / "run.yaml"),
                           "--format", "json"], cwd=run["dir"], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     row = next(r for r in summary["groups"] if r["group"] == run["groups"][0])
-    assert row["raw"] == "not registered" and row["complete"] is None and row["failed"]
-    assert summary["totals"]["incomplete"] == 0
+    assert row["raw"] == "16/16" and row["complete"] is True and not row["converted"]
+    assert run["bad"].name in row["failed"][0]
+    assert summary["totals"]["incomplete"] == 0 and summary["totals"]["failed"] == 1
 
 
 def test_json_report(run):

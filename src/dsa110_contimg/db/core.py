@@ -19,7 +19,7 @@ import random
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -321,6 +321,12 @@ class Database:
     def register_product(self, product: str | os.PathLike[str]) -> Outcome:
         """Register a finished product from the sidecar next to it."""
         return self.register_sidecar(sidecar_path(product))
+
+    def register_raw_files(self, group: str, files: Iterable[str | os.PathLike[str]]) -> None:
+        """Register one group's raw files (named ``<time>_sbNN.hdf5``) before it is
+        processed, so a group whose conversion fails is still known with its files."""
+        members = [(Path(f).resolve(), naming.parse_raw_filename(Path(f).name)[1]) for f in files]
+        self._run(lambda session: _register_raw_group(session, group, members), write=True)
 
     def _register(self, reg: Registration) -> Outcome:
         kind = KINDS.get(reg.kind)

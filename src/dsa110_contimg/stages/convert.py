@@ -25,6 +25,8 @@ def convert(
         flag_autocorrelations=config["convert"]["flag_autocorrelations"],
     )
     with logged(log, "convert", group, config) as logger:
+        with Database.from_config(config) as db:
+            db.register_raw_files(group, subbands)
         logger.info("%d subbands -> %s", len(subbands), ms)
         t0 = time.perf_counter()
         with provenance.atomic_output(ms) as tmp:

@@ -13,12 +13,6 @@ import pandas as pd
 from .. import naming, provenance, report
 from .common import logged
 
-#: Outputs of rule summary that are single files, made one by one.
-FILES = ("observations", "mosaics", "calibration_timeline", "calibrator_flux", "lightcurves", "throughput")
-#: Outputs that are folders of copied PNGs (the report lists every file in them).
-FOLDERS = ("thumbnails", "mosaic_previews")
-
-
 def _read(path: str | os.PathLike, reader) -> pd.DataFrame | None:
     return reader(path) if os.path.exists(path) else None
 

@@ -183,6 +183,15 @@ def main() -> int:
                  f"{run['qa']['n_matched']} matched, grade {run['qa']['grade']}" if "qa" in run else ""),
               flush=True)
         (work / "results.json").write_text(json.dumps(results, indent=1))
+    runs = results["runs"]
+    if len(runs) > 1:  # the baseline is the smallest N: memory must stay flat, time grow ~linearly
+        base = runs[0]
+        for run in runs[1:]:
+            print(f"N={run['n']} vs N={base['n']}: peak memory ratio {run['peak_rss_mb'] / base['peak_rss_mb']:.2f} "
+                  f"(target: flat, ~1), time per image ratio "
+                  f"{run['build_s'] / run['n'] / (base['build_s'] / base['n']):.2f}, noise ratio "
+                  f"{run['noise_min_jy'] / base['noise_min_jy']:.3f} (1/sqrt(N) gives "
+                  f"{(base['max_images_per_pixel'] / run['max_images_per_pixel']) ** 0.5:.3f})", flush=True)
     if not args.keep:
         shutil.rmtree(work / "images", ignore_errors=True)
         for f in work.glob("deep*"):

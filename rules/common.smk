@@ -32,10 +32,9 @@ def _say(text):
 
 
 def raw_names(raw_dir):
-    """Names of the entries of raw_dir that are not folders."""
+    """Names of the entries of raw_dir that are not folders, or a clear error."""
     try:
-        with os.scandir(raw_dir) as entries:
-            return [entry.name for entry in entries if not entry.is_dir()]
+        return grouping.raw_names(raw_dir)
     except FileNotFoundError:
         raise WorkflowError(
             f"raw_dir {raw_dir!r} does not exist (working directory {os.getcwd()!r}); "

@@ -209,10 +209,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
 def cmd_groups(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else validate_config({})
-    with os.scandir(args.raw_dir) as entries:
-        names = [entry.name for entry in entries if not entry.is_dir()]
     found = grouping.group_files(
-        names, tolerance_s=cfg["grouping"]["tolerance_s"], n_subbands=cfg["grouping"]["n_subbands"]
+        grouping.raw_names(args.raw_dir), tolerance_s=cfg["grouping"]["tolerance_s"], n_subbands=cfg["grouping"]["n_subbands"]
     )
     n = cfg["grouping"]["n_subbands"]
     for group in found.groups:
@@ -243,11 +241,9 @@ def cmd_transits(args: argparse.Namespace) -> int:
         from .calplan import group_start_jd
         from .telescope import OBSERVATION_S
 
-        with os.scandir(args.raw_dir) as entries:
-            names = [e.name for e in entries if not e.is_dir()]
         import numpy as np
 
-        starts = group_start_jd(g.id for g in grouping.group_files(names).complete)
+        starts = group_start_jd(g.id for g in grouping.group_files(grouping.raw_names(args.raw_dir)).complete)
         ids = sorted(starts, key=starts.get)
         first = np.array([starts[g] for g in ids])
         # As the calibration plan does: the latest observation that began before the transit.

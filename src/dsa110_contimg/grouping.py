@@ -10,6 +10,7 @@ file and stays fast on a month of listings.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -97,6 +98,15 @@ class Selection(NamedTuple):
 
     groups: list[Group]
     warning: str
+
+
+def raw_names(raw_dir: str | os.PathLike) -> list[str]:
+    """Names of the entries of ``raw_dir`` that are not folders (no file is opened).
+
+    Raises FileNotFoundError when ``raw_dir`` does not exist.
+    """
+    with os.scandir(raw_dir) as entries:
+        return [entry.name for entry in entries if not entry.is_dir()]
 
 
 def group_files(names: Iterable[str], tolerance_s: float = 60, n_subbands: int = 16) -> Grouping:

@@ -49,6 +49,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from . import grouping, provenance
+from .db.registry import utc_naive
 
 REPORT_VERSION = 1
 
@@ -82,23 +83,14 @@ REASON_WIDTH = 160  # characters of a failure reason in the text view; JSON has 
 
 def _iso(value: dt.datetime | None) -> str | None:
     """Naive UTC ISO text of a datetime (aware ones converted), to the second."""
-    if value is None:
-        return None
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return value.isoformat(timespec="seconds")
-
-
-def _naive_utc(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo is None else value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return None if value is None else utc_naive(value).isoformat(timespec="seconds")
 
 
 def _raw_groups(config: Mapping[str, Any]) -> tuple[list[grouping.Group], str | None]:
     """The raw listing's groups, or none and why (a raw_dir that does not exist yet)."""
     raw = config["raw_dir"]
     try:
-        with os.scandir(raw) as entries:
-            names = [entry.name for entry in entries if not entry.is_dir()]
+        names = grouping.raw_names(raw)
     except FileNotFoundError:
         return [], f"raw_dir {raw!r} does not exist"
     found = grouping.group_files(
@@ -318,7 +310,7 @@ def gather(
     limits = thresholds(config)
     n_nights = nights or limits["nights"]
     raw, raw_note = _raw_groups(config)
-    now = None if now is None else _naive_utc(now)
+    now = None if now is None else utc_naive(now)
     with _database(config) as (database, masked, db_note):
         days = {g.start.date() for g in raw}
         if database is not None:
@@ -352,7 +344,7 @@ def gather(
 
 def _newest(database: Any, raw: Sequence[grouping.Group]) -> dt.datetime | None:
     """Start of the newest observation group, on disk or in the database."""
-    starts = [_naive_utc(g.start) for g in raw]
+    starts = [utc_naive(g.start) for g in raw]
     if database is not None and (latest := _newest_start(database)) is not None:
         starts.append(latest)
     return max(starts) if starts else None
@@ -420,7 +412,7 @@ def alerts(report: Mapping[str, Any], limits: Mapping[str, Any], wall_clock: dt.
         if newest is None:
             out.append(_alert("data_stale", "no observation seen at all"))
         else:
-            age_h = (_naive_utc(wall_clock) - dt.datetime.fromisoformat(newest)).total_seconds() / 3600
+            age_h = (utc_naive(wall_clock) - dt.datetime.fromisoformat(newest)).total_seconds() / 3600
             if age_h > max_age:
                 out.append(_alert("data_stale", f"newest observation {newest} is {age_h:.1f} h old "
                                   f"(limit {max_age} h)"))

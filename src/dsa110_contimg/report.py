@@ -118,13 +118,18 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike, title: str, note: 
 # ------------------------------------------------------------------ figures
 
 
+def _canvas(size: tuple[float, float], ncols: int = 1):
+    """A figure and its axes, drawn with Agg and no pyplot (no global state to close)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(1, ncols)
+
+
 def _figure(title: str, xlabel: str, ylabel: str, size=(9.0, 4.5)):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=size, layout="constrained")
+    fig, ax = _canvas(size)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -132,10 +137,7 @@ def _figure(title: str, xlabel: str, ylabel: str, size=(9.0, 4.5)):
 
 
 def _save(fig, path: str | os.PathLike) -> None:
-    import matplotlib.pyplot as plt
-
     fig.savefig(path, dpi=100, format="png")  # path may be a temporary name
-    plt.close(fig)
 
 
 def _nothing(ax, message: str) -> None:
@@ -302,12 +304,7 @@ def busy_hours(starts: Iterable[float], ends: Iterable[float]) -> float:
 
 def throughput(bench: pd.DataFrame, n_imaged: int, path: str | os.PathLike) -> dict[str, Any]:
     """Wall time and peak memory per rule (box per rule), and observations imaged per hour."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
+    fig, (a1, a2) = _canvas((11, 4.5), ncols=2)
     figures: dict[str, Any] = {"jobs": len(bench), "observations_imaged": n_imaged}
     if len(bench):
         order = bench.groupby("rule")["wall_s"].median().sort_values(ascending=False).index.tolist()

@@ -19,13 +19,10 @@ def _read(path: str | os.PathLike, reader) -> pd.DataFrame | None:
 
 def _copy_pngs(sources: Sequence[str], name_of, folder: str) -> int:
     """Copy PNGs into a fresh ``folder`` (replaced whole, so no stale picture stays)."""
-    tmp = Path(f"{folder}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for src in sources:
-        shutil.copyfile(src, tmp / name_of(src))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with provenance.atomic_output(folder) as tmp:
+        tmp.mkdir()
+        for src in sources:
+            shutil.copyfile(src, tmp / name_of(src))
     return len(sources)
 
 

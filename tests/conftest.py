@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -27,18 +26,6 @@ def snakemake_exe() -> Path:
     if not exe.exists():
         pytest.fail(f"snakemake not found beside {sys.executable}; run `make venv`")
     return exe
-
-
-def require_tool(name: str) -> str:
-    """Path of an installed command-line tool; without it, skip, but fail when ``CI``
-    is set (.ci/run installs every tool the tests use, so a missing one is a bug)."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed (.ci/run installs it with apt-get)"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI is set, so this test must run")
-        pytest.skip(message)
-    return path
 
 
 #: Where tests leave files for people to look at (screenshots); not cleaned up.

@@ -112,14 +112,12 @@ class PostgresServer:
 
 def start_or_skip() -> PostgresServer:
     """Start a server for a test session; skip without binaries, but fail when ``CI`` is set."""
-    import pytest
+    from needs import unavailable
 
     try:
         return PostgresServer().start()
     except PostgresUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"{exc}; CI is set, so PostgreSQL tests must run")
-        pytest.skip(str(exc))
+        unavailable(str(exc), "the PostgreSQL tests")
 
 
 _shared: PostgresServer | None = None

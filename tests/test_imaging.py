@@ -29,7 +29,7 @@ from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS
 from casacore import tables
-from conftest import require_tool
+from needs import require_tool
 from simdata import SMALL, point_sky, simulate
 
 from dsa110_contimg import beam, geometry, image_qa, imaging, naming, primary_beam, stages, telescope

@@ -306,7 +306,8 @@ def test_cli_arguments(tmp_path, capsys):
 
 
 def test_report_of_a_partial_run_opens_in_a_browser(run, snakemake_exe, repo_root):
-    from conftest import ARTIFACTS, require_tool
+    from conftest import ARTIFACTS
+    from needs import require_tool
 
     chromium = require_tool("chromium")
     html = build_report(snakemake_exe, repo_root, run["dir"], run["dir"] / "run.yaml")

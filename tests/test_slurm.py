@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from needs import unavailable
 from simdata import SMALL, simulate, transit_start
 
 from dsa110_contimg import naming
@@ -33,28 +34,19 @@ from dsa110_contimg.config import validate_config
 from dsa110_contimg.db import Database
 from dsa110_contimg.grouping import group_files
 
-IN_CI = bool(os.environ.get("CI"))
-
-
-def _cannot(reason: str):
-    if IN_CI:
-        pytest.fail(f"Slurm is required in CI and {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def slurm(repo_root):
     """A running single-node Slurm; started (and finally stopped) here unless already up."""
     script = repo_root / "cluster" / "slurm.sh"
     if os.geteuid() != 0:
-        _cannot("the test cluster needs root (cluster/slurm.sh writes /etc/slurm)")
+        unavailable("the test cluster needs root (cluster/slurm.sh writes /etc/slurm)", "the Slurm tests")
     status = subprocess.run([script, "status"], capture_output=True, text=True, timeout=120)
     started = False
     if status.returncode != 0:
         out = subprocess.run([script, "start"], capture_output=True, text=True, timeout=600)
         if out.returncode != 0:
             if "missing:" in out.stderr:
-                _cannot("Slurm is not installed: " + out.stderr.strip())
+                unavailable("Slurm is not installed: " + out.stderr.strip(), "the Slurm tests")
             pytest.fail(f"cluster/slurm.sh start failed:\n{out.stdout}\n{out.stderr}")
         started = True
     yield
@@ -170,7 +162,8 @@ def test_demo_workflow_runs_through_slurm(demo_run):
 
 def test_report_of_the_demo_run_opens_in_a_browser(demo_run, snakemake_exe, repo_root):
     """The report of the whole demo: every category holds its figures; a real browser renders it."""
-    from conftest import ARTIFACTS, require_tool
+    from conftest import ARTIFACTS
+    from needs import require_tool
     from report_check import build_report, open_in_browser, report_results
 
     assert demo_run["out"].returncode == 0, "needs the demo run"

@@ -26,7 +26,7 @@ import numpy as np
 CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-from dsa110_contimg import calibration
+from dsa110_contimg.calibration import caltables as calibration
 step, ms, caldir, out = sys.argv[1:5]
 t = time.perf_counter()
 if step == "solve":
@@ -56,10 +56,10 @@ def main() -> int:
     from astropy.time import Time
 
     from dsa110_contimg import geometry
-    from dsa110_contimg.calibrators import load_calibrators
-    from dsa110_contimg.convert import convert_group
-    from dsa110_contimg.grouping import group_files
-    from dsa110_contimg.simulate import SimOptions, simulate_span
+    from dsa110_contimg.calibration.calibrators import load_calibrators
+    from dsa110_contimg.raw.convert import convert_group
+    from dsa110_contimg.raw.grouping import group_files
+    from dsa110_contimg.sim.observation import SimOptions, simulate_span
 
     cal = load_calibrators().set_index("name").loc["3C286"]
     t0 = Time(datetime(2025, 6, 15, 12, 0, 0))

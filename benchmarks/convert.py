@@ -22,7 +22,7 @@ from pathlib import Path
 
 CHILD = """
 import json, resource, sys, time
-from dsa110_contimg.convert import convert_group
+from dsa110_contimg.raw.convert import convert_group
 files, ms = sys.argv[1:-1], sys.argv[-1]
 t = time.perf_counter()
 qa = convert_group(files, ms)
@@ -41,7 +41,7 @@ def main() -> int:
     raw = work / "raw"
     files = sorted(raw.glob("*.hdf5"))
     if len(files) != 16:
-        from dsa110_contimg.simulate import SimOptions, simulate_span
+        from dsa110_contimg.sim.observation import SimOptions, simulate_span
 
         t = time.perf_counter()
         opts = SimOptions(start=datetime(2025, 6, 15, 13, 0, 0), n_obs=1, n_sources=5, calibrators=False)

@@ -60,8 +60,9 @@ def check_fluxes(results: Path, group: str, truth_dir: Path, rms: float):
     from astropy.time import Time
     from astropy.wcs import WCS
 
-    from dsa110_contimg import beam, geometry, image_qa, naming, telescope
-    from dsa110_contimg.simulate import REFERENCE_FREQ_HZ
+    from dsa110_contimg import beam, geometry, naming, telescope
+    from dsa110_contimg.imaging import qa as image_qa
+    from dsa110_contimg.sim.observation import REFERENCE_FREQ_HZ
 
     sim = json.loads((truth_dir / "simulation.json").read_text())
     sky = pd.read_csv(truth_dir / "sky.csv")
@@ -112,8 +113,8 @@ def main() -> int:
     results = work / "results"
     ms = Path(naming.product_path(results, "calibrated", group))
     if not (ms / "table.dat").exists():
-        from dsa110_contimg.convert import convert_group
-        from dsa110_contimg.simulate import SimOptions, simulate_span
+        from dsa110_contimg.raw.convert import convert_group
+        from dsa110_contimg.sim.observation import SimOptions, simulate_span
 
         t = time.perf_counter()
         opts = SimOptions(start=start, n_obs=1, n_sources=30, calibrators=True, gains=False,

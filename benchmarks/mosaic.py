@@ -45,35 +45,35 @@ DEC = 33.0
 
 CHILD = r"""
 import json, logging, resource, sys, time
-from dsa110_contimg import mosaic
+from dsa110_contimg.mosaic import build as mosaic_build, plan as mosaic_plan, qa as mosaic_qa, wiring as mosaic_wiring
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # progress -> the build log
 images, pbs, out = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
 pixel, interp = float(sys.argv[4]), sys.argv[5]
 t0 = time.perf_counter()
-sel = mosaic.Selection("deep", "bench")
-opts = mosaic.TierOptions(max_images=1000, keep="lowest_rms", grades=("good",), max_rms_ratio=2.0,
+sel = mosaic_wiring.Selection("deep", "bench")
+opts = mosaic_wiring.TierOptions(max_images=1000, keep="lowest_rms", grades=("good",), max_rms_ratio=2.0,
                           pb_cutoff=0.1, pixel_arcsec=pixel, projection="TAN", interpolation=interp)
-plan = mosaic.make_plan(sel, opts, list(zip(images, pbs)))
+plan = mosaic_plan.make_plan(sel, opts, list(zip(images, pbs)))
 t1 = time.perf_counter()
 rss_plan = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-qa = mosaic.build(plan, {"mosaic": out + ".fits", "mosaic_noise": out + ".noise.fits",
+qa = mosaic_build.build(plan, {"mosaic": out + ".fits", "mosaic_noise": out + ".noise.fits",
                          "mosaic_weights": out + ".weights.fits"})
 t2 = time.perf_counter()
 print(json.dumps({"n": len(plan.images), "plan_s": t1 - t0, "build_s": t2 - t1, "rss_after_plan_mb": rss_plan,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "grid": list(plan.grid.shape), "estimate_mb": mosaic.memory_estimate_mb(plan),
+                  "grid": list(plan.grid.shape), "estimate_mb": mosaic_plan.memory_estimate_mb(plan),
                   "noise_min_jy": qa["noise_min_jy"], "max_images_per_pixel": qa["max_images_per_pixel"]}))
 """
 
 QA_CHILD = r"""
 import json, resource, sys, time
 import pandas as pd
-from dsa110_contimg import mosaic
+from dsa110_contimg.mosaic import build as mosaic_build, plan as mosaic_plan, qa as mosaic_qa, wiring as mosaic_wiring
 out, cat = sys.argv[1], sys.argv[2]
 t0 = time.perf_counter()
-data, noise, wcs, header = mosaic.read_maps(out + ".fits", out + ".noise.fits")
-qa, sources, matches = mosaic.measure_qa(data, noise, wcs, header, pd.read_csv(cat), mosaic.QAOptions())
-mosaic.render_preview(out + ".qa.png", data, noise, qa, matches, "deep benchmark")
+data, noise, wcs, header = mosaic_qa.read_maps(out + ".fits", out + ".noise.fits")
+qa, sources, matches = mosaic_qa.measure_qa(data, noise, wcs, header, pd.read_csv(cat), mosaic_qa.QAOptions())
+mosaic_qa.render_preview(out + ".qa.png", data, noise, qa, matches, "deep benchmark")
 keys = ["rms_jy", "rms_min_jy", "noise_ratio", "flux_ratio", "flux_ratio_scatter", "astrometry_offset_arcsec",
         "n_sources", "n_matched", "grade"]
 print(json.dumps({"qa_s": time.perf_counter() - t0, **{k: qa[k] for k in keys},

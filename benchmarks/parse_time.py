@@ -101,7 +101,7 @@ READ_SNAKEFILE = textwrap.dedent(
 LIST_AND_GROUP = textwrap.dedent(
     """
     import json, os, sys, time
-    from dsa110_contimg import grouping
+    from dsa110_contimg.raw import grouping
     t0 = time.perf_counter()
     with os.scandir(sys.argv[1]) as entries:
         names = [e.name for e in entries if not e.is_dir()]

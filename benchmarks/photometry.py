@@ -94,8 +94,8 @@ def _child(code: str, *args: str) -> dict:
 
 
 def forced(args) -> None:
-    from dsa110_contimg import simvariability as sv
     from dsa110_contimg.provenance import write_sidecar
+    from dsa110_contimg.sim import variability as sv
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="contimg-bench-phot-"))
     rng = np.random.default_rng(1)
@@ -103,7 +103,7 @@ def forced(args) -> None:
     cell = 4.0
     half = args.size / 2 * cell / 3600 * 0.98
     ra0, dec0 = 150.0, 33.0
-    from dsa110_contimg.simvariability import sin_wcs
+    from dsa110_contimg.sim.variability import sin_wcs
 
     wcs = sin_wcs((args.size, args.size), cell, ra0, dec0)
     # uniform within 1.9 deg of the centre, where the 2.7 deg (FWHM) primary beam is above ~12%
@@ -146,7 +146,7 @@ def forced(args) -> None:
 
 
 def fanin(args) -> None:
-    from dsa110_contimg import simvariability as sv
+    from dsa110_contimg.sim import variability as sv
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="contimg-bench-fanin-"))
     phot = work / "results" / "photometry"
@@ -172,8 +172,8 @@ def injection(args) -> None:
     import importlib
     import logging
 
-    from dsa110_contimg import ese
-    from dsa110_contimg import simvariability as sv
+    from dsa110_contimg.photometry import ese
+    from dsa110_contimg.sim import variability as sv
 
     stage = importlib.import_module("dsa110_contimg.stages.photometry")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="contimg-bench-inj-"))
@@ -224,10 +224,11 @@ def endtoend(args) -> None:
     import importlib
     from datetime import datetime
 
-    from dsa110_contimg import grouping, naming, stages
-    from dsa110_contimg import simvariability as sv
+    from dsa110_contimg import naming, stages
     from dsa110_contimg.config import validate_config
-    from dsa110_contimg.simulate import SimOptions
+    from dsa110_contimg.raw import grouping
+    from dsa110_contimg.sim import variability as sv
+    from dsa110_contimg.sim.observation import SimOptions
     from dsa110_contimg.stages.image import outputs_for
 
     phot_stage = importlib.import_module("dsa110_contimg.stages.photometry")

@@ -6,7 +6,9 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-from dsa110_contimg import calplan, grouping, naming
+from dsa110_contimg import naming
+from dsa110_contimg.calibration import plan as calplan
+from dsa110_contimg.raw import grouping
 
 RAW = config["raw_dir"]
 RESULTS = config["results_dir"]
@@ -21,7 +23,7 @@ except DatabaseError as err:
     raise WorkflowError(f"product database: {err}") from None
 
 # A catalogue that cannot be read would fail every photometry job; say so now.
-from dsa110_contimg.catalogue import check_catalogue
+from dsa110_contimg.photometry.catalogue import check_catalogue
 
 if problem := check_catalogue(config):
     raise WorkflowError(f"catalogue: {problem}")

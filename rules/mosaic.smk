@@ -5,9 +5,9 @@
 # images are the plan's inputs. A new observation in a mosaic's window changes
 # only that plan's inputs, so Snakemake reruns that plan, build and QA only;
 # a plan rewritten with the same bytes (plans hold no time stamp) rebuilds nothing.
-from dsa110_contimg import mosaic as mosaics
+from dsa110_contimg.mosaic import wiring as mosaic_wiring
 
-MOSAICS = mosaics.Wiring(RESULTS, GROUPS, config)
+MOSAICS = mosaic_wiring.Wiring(RESULTS, GROUPS, config)
 # The mosaics the default target builds (mosaic.targets), for all_targets().
 MOSAIC_TARGETS, MOSAIC_NOTES = MOSAICS.targets()
 for note in MOSAIC_NOTES:

@@ -25,7 +25,7 @@ def build_report(snakemake_exe: Path, repo_root: Path, workdir: Path, config: Pa
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """The one table of an HTML page written by dsa110_contimg.report.write_table."""
+    """The one table of an HTML page written by dsa110_contimg.monitoring.report.write_table."""
     class Cells(HTMLParser):
         def __init__(self):
             super().__init__()

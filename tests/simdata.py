@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from dsa110_contimg import geometry
-from dsa110_contimg.simulate import SimOptions, simulate_span
+from dsa110_contimg.sim.observation import SimOptions, simulate_span
 from dsa110_contimg.telescope import INTEGRATION_S
 
 START = datetime(2025, 6, 15, 13, 20, 0)
@@ -35,7 +35,7 @@ def transit_start(name: str = "3C286", before_s: float = 100.0, after: datetime 
     from astropy import units as u
     from astropy.time import Time
 
-    from dsa110_contimg.calibrators import load_calibrators
+    from dsa110_contimg.calibration.calibrators import load_calibrators
 
     cal = load_calibrators().set_index("name").loc[name]
     t0 = Time(after)

@@ -14,13 +14,22 @@ from astropy.time import Time
 from casacore import tables
 from simdata import SMALL, point_sky, simulate
 
-from dsa110_contimg import calplan, geometry
-from dsa110_contimg.calibration import BANDPASS, GAINS, CalibrationError, SolveOptions, apply, check_caltable, solve
-from dsa110_contimg.calibrators import load_calibrators
+from dsa110_contimg import geometry
+from dsa110_contimg.calibration import plan as calplan
+from dsa110_contimg.calibration.calibrators import load_calibrators
+from dsa110_contimg.calibration.caltables import (
+    BANDPASS,
+    GAINS,
+    CalibrationError,
+    SolveOptions,
+    apply,
+    check_caltable,
+    solve,
+)
+from dsa110_contimg.calibration.transits import NoCalibrationError
 from dsa110_contimg.config import validate_config
-from dsa110_contimg.convert import convert_group
-from dsa110_contimg.grouping import group_files
-from dsa110_contimg.transits import NoCalibrationError
+from dsa110_contimg.raw.convert import convert_group
+from dsa110_contimg.raw.grouping import group_files
 
 CAL = load_calibrators().set_index("name").loc["3C286"]
 # 24 antennas, 4 wide channels per subband, 24 integrations: enough SNR per
@@ -202,7 +211,7 @@ def _transit_of(name: str, day_offset: float = 0.0) -> Time:
 def test_flux_monitor_flags_a_calibrator_fainter_than_its_catalogue(tmp_path):
     """At dec 48.5 three calibrators transit: 3C147 (a flux standard), 3C196,
     and 3C380 simulated 30% fainter than the catalogue says."""
-    from dsa110_contimg.fluxmon import monitor
+    from dsa110_contimg.calibration.fluxmon import monitor
     from dsa110_contimg.provenance import read_sidecar, write_sidecar
 
     records = []

@@ -87,7 +87,7 @@ def test_calflux_exits_nonzero_on_an_alert(tmp_path, capsys):
     import pandas as pd
     import yaml
 
-    from dsa110_contimg.fluxmon import COLUMNS
+    from dsa110_contimg.calibration.fluxmon import COLUMNS
 
     results = tmp_path / "results"
     path = tmp_path / naming.calflux_path("results")

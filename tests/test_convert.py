@@ -11,7 +11,7 @@ from casacore import tables
 from simdata import SMALL, point_sky, run_casa, simulate
 
 from dsa110_contimg import naming, stages, telescope
-from dsa110_contimg.convert import ConversionError, convert_group
+from dsa110_contimg.raw.convert import ConversionError, convert_group
 
 
 @pytest.fixture(scope="module")

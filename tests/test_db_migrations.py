@@ -23,8 +23,8 @@ from dsa110_contimg.db import (
     SchemaOutdatedError,
     SchemaTooNewError,
     check_database,
+    migrate,
 )
-from dsa110_contimg.db import migrate
 from dsa110_contimg.db.core import make_engine
 from dsa110_contimg.db.schema import REVISIONS
 

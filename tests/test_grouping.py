@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from dsa110_contimg import grouping, naming
+from dsa110_contimg import naming
+from dsa110_contimg.raw import grouping
 
 T0 = datetime(2025, 6, 15, 6, 0, 0, tzinfo=timezone.utc)
 CADENCE_S = 309  # one observation about every 309 s

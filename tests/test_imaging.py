@@ -32,11 +32,14 @@ from casacore import tables
 from needs import require_tool
 from simdata import SMALL, point_sky, simulate
 
-from dsa110_contimg import beam, geometry, image_qa, imaging, naming, primary_beam, stages, telescope
+from dsa110_contimg import beam, geometry, naming, stages, telescope
 from dsa110_contimg.config import validate_config
-from dsa110_contimg.convert import convert_group
 from dsa110_contimg.db import Database
-from dsa110_contimg.simulate import REFERENCE_FREQ_HZ, noise_sigma_jy
+from dsa110_contimg.imaging import imager as imaging
+from dsa110_contimg.imaging import primary_beam
+from dsa110_contimg.imaging import qa as image_qa
+from dsa110_contimg.raw.convert import convert_group
+from dsa110_contimg.sim.observation import REFERENCE_FREQ_HZ, noise_sigma_jy
 
 # The stage by its rule name first: importing the submodule before would leave
 # ``stages.image`` naming the module for every later test in this process.

@@ -22,14 +22,22 @@ import pandas as pd
 import pytest
 import yaml
 from db_products import make_chain, make_raw
-from report_check import build_report, decoded, open_in_browser, read_table, report_results
+from report_check import (
+    build_report,
+    decoded,
+    open_in_browser,
+    read_table,
+    report_results,
+)
 from simdata import SMALL, simulate, transit_start
 
-from dsa110_contimg import cli, fluxmon, naming, status
+from dsa110_contimg import cli, naming
+from dsa110_contimg.calibration import fluxmon
 from dsa110_contimg.config import load_config
 from dsa110_contimg.db import Database
-from dsa110_contimg.grouping import group_files
+from dsa110_contimg.monitoring import status
 from dsa110_contimg.provenance import atomic_output, write_sidecar
+from dsa110_contimg.raw.grouping import group_files
 
 CONTIMG = Path(sys.executable).with_name("contimg")
 RUN_CONFIG = {

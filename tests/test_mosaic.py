@@ -19,10 +19,15 @@ import pytest
 from astropy.io import fits
 from mosaic_sim import ImageSpec, primary_beam, random_sources, write_image
 
-from dsa110_contimg import mosaic, naming
+from dsa110_contimg import naming
 from dsa110_contimg.config import ConfigError, validate_config
 from dsa110_contimg.db import Database
-from dsa110_contimg.image_qa import fit_point_source
+from dsa110_contimg.imaging.qa import fit_point_source
+from dsa110_contimg.mosaic import MosaicError
+from dsa110_contimg.mosaic import build as mosaic_build
+from dsa110_contimg.mosaic import plan as mosaic_plan
+from dsa110_contimg.mosaic import qa as mosaic_qa
+from dsa110_contimg.mosaic import wiring as mosaic_wiring
 from dsa110_contimg.stages import mosaic as stage
 
 DEC = 33.0
@@ -45,21 +50,21 @@ def strip(folder: Path, ras, sources, spec=SPEC, **kwargs) -> list[tuple[str, st
     return pairs
 
 
-def options(**kw) -> mosaic.TierOptions:
+def options(**kw) -> mosaic_wiring.TierOptions:
     base = dict(max_images=100, pixel_arcsec=60.0, projection="TAN", interpolation="bicubic", pb_cutoff=0.1)
-    return mosaic.TierOptions(**{**base, **kw})
+    return mosaic_wiring.TierOptions(**{**base, **kw})
 
 
-def day_selection(tier: str = "science", day: str = "2025-06-15") -> mosaic.Selection:
-    return mosaic.selection_for(tier, day, validate_config({})["mosaic"], None)
+def day_selection(tier: str = "science", day: str = "2025-06-15") -> mosaic_wiring.Selection:
+    return mosaic_wiring.selection_for(tier, day, validate_config({})["mosaic"], None)
 
 
 def build(tmp: Path, pairs, opts=None, name="m"):
-    plan = mosaic.make_plan(day_selection(), opts or options(), pairs)
+    plan = mosaic_plan.make_plan(day_selection(), opts or options(), pairs)
     out = {"mosaic": tmp / f"{name}.fits", "mosaic_noise": tmp / f"{name}.noise.fits",
            "mosaic_weights": tmp / f"{name}.weights.fits"}
-    qa = mosaic.build(plan, out)
-    data, noise, wcs, header = mosaic.read_maps(out["mosaic"], out["mosaic_noise"])
+    qa = mosaic_build.build(plan, out)
+    data, noise, wcs, header = mosaic_qa.read_maps(out["mosaic"], out["mosaic_noise"])
     return plan, qa, data, noise, wcs, header, out
 
 
@@ -89,7 +94,7 @@ def test_config_has_three_tiers_with_defaults_and_rejects_bad_keys():
     assert cfg["tiers"]["deep"]["grades"] == ["good"] and cfg["tiers"]["quicklook"]["keep"] == "newest"
     with pytest.raises(ConfigError, match="'mosaic.tiers.deep.pixel_size'"):
         validate_config({"mosaic": {"tiers": {"deep": {"pixel_size": 3}}}})
-    with pytest.raises(ConfigError, match="mosaic.regions"):
+    with pytest.raises(ConfigError, match="mosaic_wiring.regions"):
         validate_config({"mosaic": {"regions": {"latest": {"ra_deg": [1, 2], "dec_deg": [3, 4]}}}})
 
 
@@ -99,52 +104,52 @@ def test_names_select_days_hours_latest_and_regions():
         "later": {"ra_deg": [0.0, 360.0], "dec_deg": [30.0, 36.0], "start": "2025-06-16"},
     }}})["mosaic"]
     ids = [group(k) for k in range(14)] + [group(0, "2025-06-16"), group(0, "2025-06-16", hour=23)]
-    index = mosaic.GroupIndex(ids, DEC)
-    day = mosaic.selection_for("science", "2025-06-15", cfg, index.newest)
+    index = mosaic_wiring.GroupIndex(ids, DEC)
+    day = mosaic_wiring.selection_for("science", "2025-06-15", cfg, index.newest)
     assert index.candidates(day) == ids[:14]
-    hour = mosaic.selection_for("quicklook", "2025-06-15T08", cfg, index.newest)
+    hour = mosaic_wiring.selection_for("quicklook", "2025-06-15T08", cfg, index.newest)
     assert index.candidates(hour) == [g for g in ids[:14] if g < "2025-06-15T09"]
-    latest = mosaic.selection_for("quicklook", "latest", cfg, index.newest)
+    latest = mosaic_wiring.selection_for("quicklook", "latest", cfg, index.newest)
     assert index.candidates(latest) == [ids[-1]], "the last hour before the newest observation"
-    assert index.candidates(mosaic.selection_for("deep", "later", cfg, index.newest)) == ids[-2:]
+    assert index.candidates(mosaic_wiring.selection_for("deep", "later", cfg, index.newest)) == ids[-2:]
     # Region through RA 0: the meridian (LST) of each group decides at parse time.
     ra = index.pointing_ra_deg()
     inside = [g for g, r in zip(index.ids, ra) if r >= 349 or r <= 11]
-    assert index.candidates(mosaic.selection_for("deep", "wrap", cfg, index.newest)) == inside
-    region = mosaic.regions(cfg)["wrap"]
+    assert index.candidates(mosaic_wiring.selection_for("deep", "wrap", cfg, index.newest)) == inside
+    region = mosaic_wiring.regions(cfg)["wrap"]
     assert region.contains([355.0, 5.0, 20.0, 0.0], [33.0, 33.0, 33.0, 40.0]).tolist() == [True, True, False, False]
-    with pytest.raises(mosaic.MosaicError, match="a mosaic name is a UTC day"):
-        mosaic.selection_for("science", "nowhere", cfg, index.newest)
-    targets, notes = mosaic.target_names(index, {**cfg, "targets": {"quicklook": ["latest"],
+    with pytest.raises(MosaicError, match="a mosaic name is a UTC day"):
+        mosaic_wiring.selection_for("science", "nowhere", cfg, index.newest)
+    targets, notes = mosaic_wiring.target_names(index, {**cfg, "targets": {"quicklook": ["latest"],
                                                                    "science": ["daily", "2025-06-20"],
                                                                    "deep": ["regions"]}})
     assert ("science", "2025-06-15") in targets and ("science", "2025-06-16") in targets
     assert ("quicklook", "latest") in targets and ("deep", "later") in targets
     assert any("2025-06-20" in n and "no observation" in n for n in notes)
-    nothing = mosaic.selection_for("science", "2025-06-20", cfg, index.newest)
+    nothing = mosaic_wiring.selection_for("science", "2025-06-20", cfg, index.newest)
     assert index.candidates(nothing) == []
-    assert "none of the 16 observation(s)" in mosaic.nothing_selected(nothing, 16)
+    assert "none of the 16 observation(s)" in mosaic_wiring.nothing_selected(nothing, 16)
 
 
 def test_parse_time_wiring_names_inputs_and_targets():
     config = validate_config({"mosaic": {"targets": {"quicklook": [], "science": ["daily", "2025-07-01"]}}})
     ids = [group(0), group(1), group(0, "2025-06-16")]
-    wiring = mosaic.Wiring("results", ids, config)
+    wiring = mosaic_wiring.Wiring("results", ids, config)
     inputs = wiring.inputs("science", "2025-06-15")
     assert inputs == {"images": [f"results/images/{g}.image.fits" for g in ids[:2]],
                       "pbs": [f"results/images/{g}.pb.fits" for g in ids[:2]],
                       "sidecars": [f"results/images/{g}.image.fits.json" for g in ids[:2]]}
-    with pytest.raises(mosaic.MosaicError, match="science mosaic 2025-07-01: .*nothing to mosaic"):
+    with pytest.raises(MosaicError, match="science mosaic 2025-07-01: .*nothing to mosaic"):
         wiring.inputs("science", "2025-07-01")
     targets, notes = wiring.targets()
     assert targets == ["results/mosaics/science/2025-06-15.qa.png", "results/mosaics/science/2025-06-16.qa.png"]
     assert len(notes) == 1 and "2025-07-01" in notes[0]
     assert wiring.resource("deep", "mem_mb") == 16000
     config["mosaic"]["exclude_groups"] = [ids[1]]  # e.g. its imaging fails: the day's mosaic goes on without it
-    assert mosaic.Wiring("results", ids, config).inputs("science", "2025-06-15")["images"] == [
+    assert mosaic_wiring.Wiring("results", ids, config).inputs("science", "2025-06-15")["images"] == [
         f"results/images/{ids[0]}.image.fits"]
     config["mosaic"]["enabled"] = False
-    assert mosaic.Wiring("results", ids, config).targets() == ([], [])
+    assert mosaic_wiring.Wiring("results", ids, config).targets() == ([], [])
 
 
 # ------------------------------------------------------------------- plan
@@ -162,7 +167,7 @@ def test_plan_leaves_out_images_with_reasons(tmp_path):
         pairs.append((str(p["image"]), str(p["pb"])))
     Path(pairs[6][0] + ".json").write_text("{not json")  # unreadable sidecar
     Path(pairs[7][1]).unlink()  # primary beam missing
-    plan = mosaic.make_plan(day_selection(), options(max_images=2, keep="lowest_rms", grades=("good",)), pairs)
+    plan = mosaic_plan.make_plan(day_selection(), options(max_images=2, keep="lowest_rms", grades=("good",)), pairs)
     chosen = [e.group for e in plan.images]
     assert chosen == [group(0), group(2)], "the two quietest of the three that pass"
     reasons = {r["group"]: r["reason"] for r in plan.rejected}
@@ -175,21 +180,21 @@ def test_plan_leaves_out_images_with_reasons(tmp_path):
     assert reasons[group(1)] == "over max_images 2: kept lowest_rms"
     # keep rules
     ok = pairs[:3]
-    assert [e.group for e in mosaic.make_plan(day_selection(), options(max_images=2, keep="newest"), ok).images] == [
+    assert [e.group for e in mosaic_plan.make_plan(day_selection(), options(max_images=2, keep="newest"), ok).images] == [
         group(1), group(2)]
-    assert [e.group for e in mosaic.make_plan(day_selection(), options(max_images=2, keep="spread"), ok).images] == [
+    assert [e.group for e in mosaic_plan.make_plan(day_selection(), options(max_images=2, keep="spread"), ok).images] == [
         group(0), group(2)]
-    absolute = mosaic.make_plan(day_selection(), options(max_rms_jy=1.05e-3), ok)
+    absolute = mosaic_plan.make_plan(day_selection(), options(max_rms_jy=1.05e-3), ok)
     assert [e.group for e in absolute.images] == [group(0), group(2)]
     assert "above max_rms_jy" in absolute.rejected[0]["reason"]
     # Outside the window or the region.
-    other_day = mosaic.make_plan(day_selection(day="2025-06-16"), options(), ok)
+    other_day = mosaic_plan.make_plan(day_selection(day="2025-06-16"), options(), ok)
     assert not other_day.images and all("time window" in r["reason"] for r in other_day.rejected)
     # The plan file is deterministic and reads back.
     text = plan.to_json()
-    assert text == mosaic.make_plan(day_selection(), options(max_images=2, keep="lowest_rms", grades=("good",)),
+    assert text == mosaic_plan.make_plan(day_selection(), options(max_images=2, keep="lowest_rms", grades=("good",)),
                                     pairs).to_json()
-    back = mosaic.Plan.from_json(text)
+    back = mosaic_plan.Plan.from_json(text)
     assert back.images == plan.images and back.grid == plan.grid and back.rejected == plan.rejected
     assert "kind" not in json.loads(text), "database sync must not take the plan for a sidecar"
 
@@ -205,12 +210,12 @@ def test_plan_refuses_grids_too_wide_or_too_big(tmp_path):
     spec = replace_spec(npix=32, cell_arcsec=400.0)
     pairs = [(str(p["image"]), str(p["pb"])) for p in (
         write_image(tmp_path, group(k), ra, 0.0, src, spec, noise=False) for k, ra in enumerate((100.0, 250.0)))]
-    with pytest.raises(mosaic.MosaicError, match="too wide for a TAN grid.*use projection CAR"):
-        mosaic.make_plan(day_selection(), options(), pairs)
-    car = mosaic.make_plan(day_selection(), options(projection="CAR", pixel_arcsec=600.0), pairs)
+    with pytest.raises(MosaicError, match="too wide for a TAN grid.*use projection CAR"):
+        mosaic_plan.make_plan(day_selection(), options(), pairs)
+    car = mosaic_plan.make_plan(day_selection(), options(projection="CAR", pixel_arcsec=600.0), pairs)
     assert car.grid.ctype == ("RA---CAR", "DEC--CAR") and car.grid.crval[1] == 0.0
-    with pytest.raises(mosaic.MosaicError, match=r"needs about \d+ MB, more than the tier's resources.mem_mb 10"):
-        mosaic.make_plan(day_selection(), options(projection="CAR", pixel_arcsec=10.0, mem_mb=10), pairs)
+    with pytest.raises(MosaicError, match=r"needs about \d+ MB, more than the tier's resources.mem_mb 10"):
+        mosaic_plan.make_plan(day_selection(), options(projection="CAR", pixel_arcsec=10.0, mem_mb=10), pairs)
 
 
 # ------------------------------------------------------------------ build
@@ -234,7 +239,7 @@ def test_sources_recovered_within_two_percent_and_qa_is_good(tmp_path):
     assert header["BUNIT"] == "Jy/beam" and header["NIMAGES"] == 5
     assert header["BMAJ"] == pytest.approx(BEAM_DEG[0])
 
-    qa, sources, matches = mosaic.measure_qa(data, noise, wcs, header, src, mosaic.QAOptions())
+    qa, sources, matches = mosaic_qa.measure_qa(data, noise, wcs, header, src, mosaic_qa.QAOptions())
     assert qa["n_matched"] == len(src) and qa["grade"] == "good", qa
     assert qa["flux_ratio"] == pytest.approx(1.0, abs=0.01)
     assert qa["astrometry_offset_arcsec"] < 2.0
@@ -242,11 +247,11 @@ def test_sources_recovered_within_two_percent_and_qa_is_good(tmp_path):
     assert 0 < qa["rms_uniformity"] <= 1
     # A catalogue 15" off in Dec and 20% too bright makes the mosaic bad, with the reasons.
     wrong = src.assign(dec_deg=src.dec_deg + 15 / 3600, flux_jy=src.flux_jy * 1.2)
-    bad, _, _ = mosaic.measure_qa(data, noise, wcs, header, wrong, mosaic.QAOptions())
+    bad, _, _ = mosaic_qa.measure_qa(data, noise, wcs, header, wrong, mosaic_qa.QAOptions())
     assert bad["grade"] == "bad"
     assert any("flux ratio" in r for r in bad["grade_reasons"]) and any("offset" in r for r in bad["grade_reasons"])
     png = tmp_path / "m.qa.png"
-    mosaic.render_preview(png, data, noise, qa, matches, "science/2025-06-15")
+    mosaic_qa.render_preview(png, data, noise, qa, matches, "science/2025-06-15")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -325,7 +330,7 @@ def test_nan_regions_and_blank_images_are_handled(tmp_path):
     count = fits.getdata(out["mosaic_weights"], "NIMAGES")
     assert np.array_equal(count > 0, covered)
     # The hole of image 0 is filled by image 1 where image 1 reaches, with only its weight there.
-    img_wcs = mosaic.read_plane(a["image"])[1]
+    img_wcs = mosaic_build.read_plane(a["image"])[1]
     ra_h, dec_h = img_wcs.wcs_pix2world([[85, 85]], 0)[0]
     assert value_at(count, wcs, ra_h, dec_h) == 1
     pb_b = float(primary_beam(151.0, DEC, np.array(ra_h), np.array(dec_h), spec))
@@ -347,7 +352,7 @@ def test_strip_through_ra_zero_on_car_and_sin_grids(tmp_path, projection):
     pairs = strip(tmp_path / "images", [(359.0 + 0.95 * k) % 360 for k in range(3)], src)
     plan, qa, data, noise, wcs, header, out = build(tmp_path, pairs, options(projection=projection))
     assert plan.grid.ctype[0] == f"RA---{projection}" and qa["width_deg"] > 4
-    result, _, _ = mosaic.measure_qa(data, noise, wcs, header, src, mosaic.QAOptions())
+    result, _, _ = mosaic_qa.measure_qa(data, noise, wcs, header, src, mosaic_qa.QAOptions())
     assert result["n_matched"] == len(src) and result["grade"] == "good", result
     assert result["flux_ratio"] == pytest.approx(1.0, abs=0.01) and result["astrometry_offset_arcsec"] < 3
 
@@ -391,7 +396,7 @@ def test_stages_write_register_and_refuse_an_empty_plan(tmp_path):
     summary = stage.plan_mosaic([p[0] for p in bad], [p[1] for p in bad], empty["mosaic_plan"], "science",
                                 "2025-06-15", config)
     assert summary["n_images"] == 0 and summary["n_rejected"] == 2
-    with pytest.raises(mosaic.MosaicError, match=r"chose no image out of 2 candidate\(s\).*grade bad not accepted"):
+    with pytest.raises(MosaicError, match=r"chose no image out of 2 candidate\(s\).*grade bad not accepted"):
         stage.build_mosaic(empty["mosaic_plan"], empty, config)
     assert not any(Path(empty[k]).exists() for k in stage.BUILD_KINDS)
     with Database.from_config(config) as db:
@@ -439,7 +444,7 @@ def test_new_image_changes_the_plan_and_rebuilds_only_that_mosaic(tmp_path, snak
     observe(group(2), 152.0, 3)
     out = run(day1["mosaic"], day2["mosaic_qa"])
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    plan = mosaic.Plan.read(day1["mosaic_plan"])
+    plan = mosaic_plan.Plan.read(day1["mosaic_plan"])
     assert [e.group for e in plan.images] == [group(0), group(1), group(2)]
     assert day1["mosaic"].stat().st_mtime_ns > first
     assert fits.getheader(day1["mosaic"])["NIMAGES"] == 3

@@ -1,6 +1,6 @@
 """Reference catalogue, forced photometry and blind detection, on synthetic images.
 
-The images are made by :func:`dsa110_contimg.simvariability.synthetic_image`:
+The images are made by :func:`dsa110_contimg.sim.variability.synthetic_image`:
 point sources seen through an Airy primary beam, convolved with a Gaussian
 restoring beam, plus noise whose autocorrelation is the beam, on a SIN
 projection; written as 4-D FITS the way CASA and WSClean write them.
@@ -16,12 +16,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from dsa110_contimg import catalogue as cat
-from dsa110_contimg import photometry as ph
-from dsa110_contimg import simvariability as sv
 from dsa110_contimg.config import validate_config
-from dsa110_contimg.photometry import Flag
+from dsa110_contimg.photometry import catalogue as cat
+from dsa110_contimg.photometry import forced as ph
+from dsa110_contimg.photometry.forced import Flag
 from dsa110_contimg.provenance import read_sidecar, write_sidecar
+from dsa110_contimg.sim import variability as sv
 
 stage = importlib.import_module("dsa110_contimg.stages.photometry")
 

@@ -1,4 +1,4 @@
-"""The report's figures and tables from products on disk (dsa110_contimg.report)."""
+"""The report's figures and tables from products on disk (dsa110_contimg.monitoring.report)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from dsa110_contimg import naming, report
+from dsa110_contimg import naming
+from dsa110_contimg.monitoring import report
 from dsa110_contimg.provenance import write_sidecar
 
 

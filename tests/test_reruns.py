@@ -23,7 +23,7 @@ from simdata import SMALL, simulate
 from dsa110_contimg import naming
 from dsa110_contimg.config import validate_config
 from dsa110_contimg.db import Database
-from dsa110_contimg.grouping import group_files
+from dsa110_contimg.raw.grouping import group_files
 
 # Big enough that convert writes its MS for about 3 s on this machine.
 BIG = replace(SMALL, n_obs=1, n_ants=48, n_chan=48, n_int=12, calibrators=False)

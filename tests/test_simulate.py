@@ -13,7 +13,7 @@ from simdata import SMALL, point_sky, simulate
 
 from dsa110_contimg import naming, telescope
 from dsa110_contimg.beam import airy_power, fwhm_rad
-from dsa110_contimg.simulate import noise_sigma_jy
+from dsa110_contimg.sim.observation import noise_sigma_jy
 
 
 def test_file_format_is_the_correlators(tmp_path):

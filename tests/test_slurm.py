@@ -32,7 +32,8 @@ from simdata import SMALL, simulate, transit_start
 from dsa110_contimg import naming
 from dsa110_contimg.config import validate_config
 from dsa110_contimg.db import Database
-from dsa110_contimg.grouping import group_files
+from dsa110_contimg.raw.grouping import group_files
+
 
 @pytest.fixture(scope="module")
 def slurm(repo_root):

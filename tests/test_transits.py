@@ -11,8 +11,8 @@ from astropy.coordinates import HADec, SkyCoord
 from astropy.time import Time
 
 from dsa110_contimg import telescope
-from dsa110_contimg.calibrators import load_calibrators
-from dsa110_contimg.transits import (
+from dsa110_contimg.calibration.calibrators import load_calibrators
+from dsa110_contimg.calibration.transits import (
     CalInfo,
     Choice,
     GroupInfo,

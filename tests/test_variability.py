@@ -12,12 +12,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from dsa110_contimg import ese
-from dsa110_contimg import simvariability as sv
-from dsa110_contimg import variability as var
 from dsa110_contimg.config import validate_config
-from dsa110_contimg.photometry import Flag
+from dsa110_contimg.photometry import ese
+from dsa110_contimg.photometry import variability as var
+from dsa110_contimg.photometry.forced import Flag
 from dsa110_contimg.provenance import read_sidecar
+from dsa110_contimg.sim import variability as sv
 
 stage = importlib.import_module("dsa110_contimg.stages.photometry")
 LOG = logging.getLogger("test_variability")
@@ -269,8 +269,9 @@ def test_lightcurves_stage_end_to_end_registers_rows(tmp_path):
 def test_simulate_days_observes_the_same_strip_each_day_with_that_days_fluxes(tmp_path):
     from datetime import datetime
 
-    from dsa110_contimg import grouping, naming
-    from dsa110_contimg.simulate import SimOptions
+    from dsa110_contimg import naming
+    from dsa110_contimg.raw import grouping
+    from dsa110_contimg.sim.observation import SimOptions
 
     opts = SimOptions(start=datetime(2025, 6, 16, 3, 45, 0), n_obs=1, dec_deg=30.5, n_ants=4, n_chan=8, n_int=6,
                       subbands=(0, 1), noise=False, gains=False)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import subprocess
 from dataclasses import replace
+
 from casacore import tables
 from simdata import SMALL, simulate, transit_start
 
 from dsa110_contimg import naming
 from dsa110_contimg.config import validate_config
 from dsa110_contimg.db import Database
-from dsa110_contimg.grouping import group_files
+from dsa110_contimg.raw.grouping import group_files
 
 
 def _run(snakemake_exe, repo_root, workdir, *extra):

@@ -15,11 +15,13 @@ from collections.abc import Sequence
 
 import yaml
 
-from . import grouping, naming
+from dsa110_contimg.raw import grouping
+
+from . import naming
 from .config import ConfigError, load_config, validate_config
 
 #: The module behind ``contimg simulate``: provides add_arguments(parser) and main(args) -> int.
-SIMULATOR = "dsa110_contimg.simulate"
+SIMULATOR = "dsa110_contimg.sim.observation"
 
 #: Errors that mean "bad input", shown as one line with exit code 2.
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -180,7 +182,7 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", default="config/config.yaml", help="pipeline config (default: %(default)s)")
     out = p.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", help="the report as JSON (see dsa110_contimg.status)")
+    out.add_argument("--json", action="store_true", help="the report as JSON (see dsa110_contimg.monitoring.status)")
     out.add_argument("--prometheus", action="store_true", help="the figures in the Prometheus text format")
     p.add_argument("--nights", type=int, help="nights to show and check (default: status.nights)")
     p.add_argument(
@@ -233,15 +235,16 @@ def cmd_groups(args: argparse.Namespace) -> int:
 def cmd_transits(args: argparse.Namespace) -> int:
     from datetime import timezone
 
-    from .transits import calibrator_transits
+    from dsa110_contimg.calibration.transits import calibrator_transits
 
     start, end = (t if t.tzinfo else t.replace(tzinfo=timezone.utc) for t in (args.start, args.end))
     table = calibrator_transits(start, end, args.dec, args.tolerance)
     if args.raw_dir:
-        from .calplan import group_start_jd
-        from .telescope import OBSERVATION_S
-
         import numpy as np
+
+        from dsa110_contimg.calibration.plan import group_start_jd
+
+        from .telescope import OBSERVATION_S
 
         starts = group_start_jd(g.id for g in grouping.group_files(grouping.raw_names(args.raw_dir)).complete)
         ids = sorted(starts, key=starts.get)
@@ -353,7 +356,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from . import status
+    from dsa110_contimg.monitoring import status
 
     if args.nights is not None and args.nights < 1:
         raise ConfigError(f"--nights must be at least 1, not {args.nights}")

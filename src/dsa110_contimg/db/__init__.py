@@ -33,7 +33,14 @@ from .core import (
 )
 from .errors import DatabaseError, SchemaError, SchemaOutdatedError, SchemaTooNewError
 from .queries import Node, NotFoundError
-from .registry import KINDS, Kind, Registration, UnknownKindError, register_kind, register_standard
+from .registry import (
+    KINDS,
+    Kind,
+    Registration,
+    UnknownKindError,
+    register_kind,
+    register_standard,
+)
 from .schema import (
     ACTIVE,
     CURRENT,

@@ -27,10 +27,17 @@ from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    IntegrityError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.orm import Session
 
-from .. import grouping, naming
+from dsa110_contimg.raw import grouping
+
+from .. import naming
 from ..provenance import SidecarError, sidecar_path
 from . import jobs, migrate, queries
 from .errors import DatabaseError

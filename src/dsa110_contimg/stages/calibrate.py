@@ -7,9 +7,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import calibration, calplan, fluxmon, provenance
+from dsa110_contimg.calibration import caltables as calibration
+from dsa110_contimg.calibration import fluxmon
+from dsa110_contimg.calibration import plan as calplan
+from dsa110_contimg.calibration.transits import NoCalibrationError
+
+from .. import provenance
 from ..db import Database
-from ..transits import NoCalibrationError
 from .common import logged
 
 

@@ -6,8 +6,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dsa110_contimg.raw.convert import ConvertOptions, convert_group
+
 from .. import provenance
-from ..convert import ConvertOptions, convert_group
 from ..db import Database
 from .common import logged
 

@@ -12,7 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import image_qa, imaging, naming, primary_beam, provenance, thumbnail
+from dsa110_contimg.imaging import imager as imaging
+from dsa110_contimg.imaging import primary_beam, thumbnail
+from dsa110_contimg.imaging import qa as image_qa
+
+from .. import naming, provenance
 from ..db import Database
 from .common import logged
 
@@ -51,7 +55,7 @@ def image(
     product is written to a temporary name and renamed into place, the sidecar
     last; on any error nothing is replaced or registered. An MS that is fully
     flagged or whose unflagged data are all zero raises
-    :class:`~dsa110_contimg.imaging.ImagingError` before imaging.
+    :class:`~dsa110_contimg.imaging.imager.ImagingError` before imaging.
     """
     from astropy.io import fits
     from astropy.time import Time

@@ -14,8 +14,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import mosaic, naming, provenance
+from .. import naming, provenance
 from ..db import Database
+from ..mosaic import build as mosaic_build
+from ..mosaic import plan as mosaic_plan
+from ..mosaic import qa as mosaic_qa
+from ..mosaic import wiring as mosaic_wiring
 from .common import logged
 
 #: The files rule build_mosaic writes, by naming kind.
@@ -28,12 +32,12 @@ def outputs_for(results_dir: str | os.PathLike, tier: str, name: str) -> dict[st
 
 
 def _selection(tier: str, name: str, images: Sequence[str], config: Mapping[str, Any],
-               selection: Mapping[str, Any] | None) -> mosaic.Selection:
+               selection: Mapping[str, Any] | None) -> mosaic_wiring.Selection:
     if selection is not None:
-        return mosaic.Selection.from_dict(selection)
-    groups = sorted(mosaic._group_of(i) for i in images)
-    newest = naming.parse_timestamp(groups[-1]) if groups and mosaic._is_group(groups[-1]) else None
-    return mosaic.selection_for(tier, name, config["mosaic"], newest)
+        return mosaic_wiring.Selection.from_dict(selection)
+    groups = sorted(mosaic_plan._group_of(i) for i in images)
+    newest = naming.parse_timestamp(groups[-1]) if groups and mosaic_plan._is_group(groups[-1]) else None
+    return mosaic_wiring.selection_for(tier, name, config["mosaic"], newest)
 
 
 def plan_mosaic(
@@ -56,8 +60,8 @@ def plan_mosaic(
     with logged(log, "plan_mosaic", f"{tier}/{name}") as logger:
         t0 = time.perf_counter()
         sel = _selection(tier, name, images, config, selection)
-        opts = mosaic.TierOptions.from_config(config["mosaic"]["tiers"][tier])
-        result = mosaic.make_plan(sel, opts, list(zip(images, pbs)))
+        opts = mosaic_wiring.TierOptions.from_config(config["mosaic"]["tiers"][tier])
+        result = mosaic_plan.make_plan(sel, opts, list(zip(images, pbs)))
         for r in result.rejected:
             logger.info("left out %s: %s", r["image"], r["reason"])
         summary = result.summary()
@@ -90,10 +94,10 @@ def build_mosaic(plan: str, outputs: Mapping[str, str], config: Mapping[str, Any
     missing = [k for k in BUILD_KINDS if k not in outputs]
     if missing:
         raise ValueError(f"outputs lacks {missing}")
-    p = mosaic.Plan.read(plan)
+    p = mosaic_plan.Plan.read(plan)
     with logged(log, "build_mosaic", f"{p.tier}/{p.name}") as logger:
         t0 = time.perf_counter()
-        qa = mosaic.build(p, outputs, logger)
+        qa = mosaic_build.build(p, outputs, logger)
         wall = time.perf_counter() - t0
         logger.info("wrote %s: %d images, %d x %d pixels, %.0f%% covered, peak %.3g Jy/beam, "
                     "noise %.3g mJy/beam at best (median %.3g), %.1f s, peak memory %.0f MB",
@@ -123,13 +127,13 @@ def qa_mosaic(
     tier, name, _ = naming.parse_mosaic_path(mosaic_fits)
     with logged(log, "qa_mosaic", f"{tier}/{name}") as logger:
         t0 = time.perf_counter()
-        opts = mosaic.QAOptions.from_config(cfg.get("qa"))
-        catalogue, catalogue_name = mosaic.load_reference(config)
-        data, sigma, wcs, header = mosaic.read_maps(mosaic_fits, noise)
-        qa, sources, matches = mosaic.measure_qa(data, sigma, wcs, header, catalogue, opts)
+        opts = mosaic_qa.QAOptions.from_config(cfg.get("qa"))
+        catalogue, catalogue_name = mosaic_qa.load_reference(config)
+        data, sigma, wcs, header = mosaic_qa.read_maps(mosaic_fits, noise)
+        qa, sources, matches = mosaic_qa.measure_qa(data, sigma, wcs, header, catalogue, opts)
         qa.update(tier=tier, name=name, reference_catalogue=catalogue_name, n_catalogue=len(catalogue))
         with provenance.atomic_output(png) as tmp:
-            mosaic.render_preview(tmp, data, sigma, qa, matches, f"{tier}/{name}", opts.preview_pixels)
+            mosaic_qa.render_preview(tmp, data, sigma, qa, matches, f"{tier}/{name}", opts.preview_pixels)
         wall = time.perf_counter() - t0
         level = logger.warning if qa["grade"] != "good" else logger.info
         level("%s/%s: rms %.3g mJy/beam (uniformity %.2f, measured/map %.2f), peak %.3g Jy/beam, DR %.0f, "

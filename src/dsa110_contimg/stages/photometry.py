@@ -35,11 +35,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import catalogue as catmod
-from .. import ese as esemod
+from dsa110_contimg.photometry import catalogue as catmod
+from dsa110_contimg.photometry import ese as esemod
+from dsa110_contimg.photometry import forced as phot
+from dsa110_contimg.photometry import variability as var
+
 from .. import naming, provenance
-from .. import photometry as phot
-from .. import variability as var
 from ..db import Database
 from .common import logged
 
@@ -110,7 +111,7 @@ def photometry(
     An image with no catalogue source in its footprint gives an empty table
     (and a warning), not an error: the fan-in must still run. A catalogue
     that is missing or lacks columns raises
-    :class:`~dsa110_contimg.catalogue.CatalogueError` naming the file.
+    :class:`~dsa110_contimg.photometry.catalogue.CatalogueError` naming the file.
     """
     opts = phot.PhotometryOptions.from_config(config)
     copts = catmod.CatalogueOptions.from_config(config)

@@ -10,8 +10,11 @@ from typing import Any
 
 import pandas as pd
 
-from .. import naming, provenance, report
+from dsa110_contimg.monitoring import report
+
+from .. import naming, provenance
 from .common import logged
+
 
 def _read(path: str | os.PathLike, reader) -> pd.DataFrame | None:
     return reader(path) if os.path.exists(path) else None
@@ -29,7 +32,7 @@ def _copy_pngs(sources: Sequence[str], name_of, folder: str) -> int:
 def _health(config: Mapping[str, Any], groups: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     """Why each failed group failed, and the active alerts, over every night of ``groups``
     (``contimg status``'s figures, from the database's job runs and QA)."""
-    from ..status import gather
+    from dsa110_contimg.monitoring.status import gather
 
     health = gather(config, nights=max(1, len({g[:10] for g in groups})))
     failures = {f["group"]: f"{f['rule']}: {f['reason']}" for night in health["nights"] for f in night["failures"]
@@ -72,7 +75,7 @@ def summary(
         lightcurves = _read(naming.product_path(results, "lightcurves", "all"), pd.read_parquet)
         variability = _read(naming.product_path(results, "variability", "all"), pd.read_parquet)
         ese = _read(naming.product_path(results, "ese_candidates", "all"), pd.read_csv)
-        from ..calibrators import load_calibrators
+        from dsa110_contimg.calibration.calibrators import load_calibrators
 
         catalogue = load_calibrators().set_index("name")["flux_jy"].to_dict()
         with provenance.atomic_output(outputs["calibrator_flux"]) as tmp:
@@ -90,7 +93,7 @@ def summary(
         figures["mosaic_previews"] = _copy_pngs(
             mosaic_previews, lambda p: f"{Path(p).parent.name}-{Path(p).name.removesuffix('.qa.png')}.png",
             outputs["mosaic_previews"])
-        from ..status import write_prometheus
+        from dsa110_contimg.monitoring.status import write_prometheus
 
         write_prometheus(outputs["metrics"], config)
         logger.info("summary: %s", {k: v for k, v in figures.items() if k != "throughput"})

@@ -16,8 +16,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.time import Time
 
-from . import naming, telescope
-from .transits import CalInfo, Choice, GroupInfo, calibrator_transits, choose_calibration
+from dsa110_contimg.calibration.transits import (
+    CalInfo,
+    Choice,
+    GroupInfo,
+    calibrator_transits,
+    choose_calibration,
+)
+
+from .. import naming, telescope
 
 
 @dataclass(frozen=True)

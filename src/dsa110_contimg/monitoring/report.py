@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import naming
-from .provenance import SidecarError, read_sidecar
+from .. import naming
+from ..provenance import SidecarError, read_sidecar
 
 #: Stages of one observation, in the order it reaches them, and the product
 #: whose existence (with its sidecar) proves the stage is done.

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import naming
+from .. import naming
 
 POLICIES = ("skip", "fail")
 

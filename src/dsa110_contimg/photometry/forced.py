@@ -572,7 +572,7 @@ def measure_catalogue(images: ImageSet, cat: pd.DataFrame, mjd: float, opts: Pho
     flux_jy). Sources off the image or outside the primary-beam cut-off are
     not measured; an image with none returns an empty table.
     """
-    from .catalogue import in_footprint
+    from dsa110_contimg.photometry.catalogue import in_footprint
 
     sel, x, y = in_footprint(cat, images.wcs, images.flux.shape, footprint_mask(images, opts))
     if len(sel) == 0:

@@ -6,7 +6,7 @@ curve is one (or a few overlapping) observations a day. This module makes:
 - a *population* of sources (:func:`draw_population`), each steady, with an
   ESE-like dip, a flare, or mild refractive scintillation;
 - its flux at any time (:func:`fluxes`), as the per-epoch ``sky`` tables that
-  :func:`dsa110_contimg.simulate.simulate_span` takes (:func:`epoch_sky`), and
+  :func:`dsa110_contimg.sim.observation.simulate_span` takes (:func:`epoch_sky`), and
   raw data for many days of one strip (:func:`simulate_days`: each day only the
   observations that cover the strip);
 - synthetic photometry tables in the photometry stage's format
@@ -220,7 +220,7 @@ def fluxes(pop: pd.DataFrame, mjd) -> np.ndarray:
 
 
 def epoch_sky(pop: pd.DataFrame, mjd: float) -> pd.DataFrame:
-    """The sky at one time, as :func:`dsa110_contimg.simulate.simulate_span` takes it."""
+    """The sky at one time, as :func:`dsa110_contimg.sim.observation.simulate_span` takes it."""
     sky = pop[["name", "ra_deg", "dec_deg", "flux_jy", "spectral_index", "kind"]].copy()
     sky["flux_jy"] = fluxes(pop, mjd)[:, 0]
     return sky.reset_index(drop=True)
@@ -268,7 +268,7 @@ def simulate_days(out_dir: str | os.PathLike, opts, pop: pd.DataFrame, n_days: i
     calibrators) and ``truth/population.csv`` the injected variability.
     Returns the raw files written.
     """
-    from .simulate import make_sky, simulate_span
+    from dsa110_contimg.sim.observation import make_sky, simulate_span
 
     out_dir = Path(out_dir)
     truth = Path(truth_dir) if truth_dir else out_dir.parent / "truth"
@@ -316,9 +316,10 @@ def synthetic_photometry(
     ``results/photometry/{group}.parquet`` (+ sidecar), the group named after
     the epoch time. Returns (paths, per-epoch scale errors).
     """
-    from . import naming
-    from .photometry import Flag
-    from .provenance import atomic_output, write_sidecar
+    from dsa110_contimg.photometry.forced import Flag
+
+    from .. import naming
+    from ..provenance import atomic_output, write_sidecar
 
     rng = np.random.default_rng(seed)
     mjds = np.asarray(mjds, float)
@@ -428,7 +429,11 @@ def synthetic_image(
     primary beam is a circular Airy pattern of FWHM ``pb_fwhm_deg`` at the
     centre (None: 1 everywhere).
     """
-    from .photometry import Beam, beam_inverse_covariance, gaussian
+    from dsa110_contimg.photometry.forced import (
+        Beam,
+        beam_inverse_covariance,
+        gaussian,
+    )
 
     rng = np.random.default_rng(seed)
     ny, nx = shape

@@ -39,7 +39,7 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 from scipy.ndimage import map_coordinates
 
-from . import beam, geometry
+from .. import beam, geometry
 
 
 @dataclass(frozen=True)

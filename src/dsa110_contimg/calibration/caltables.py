@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import beam, casa_env, geometry
-from .calibrators import load_calibrators
-from .transits import calibrator_transits
+from dsa110_contimg.calibration.calibrators import load_calibrators
+from dsa110_contimg.calibration.transits import calibrator_transits
+
+from .. import beam, casa_env, geometry
 
 BANDPASS = "bandpass.B"
 GAINS = "gains.G"

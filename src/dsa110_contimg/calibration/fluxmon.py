@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from .calibrators import load_calibrators
+from dsa110_contimg.calibration.calibrators import load_calibrators
 
 COLUMNS = [
     "calgroup", "calibrator", "transit_time", "dec_deg", "passed", "flux_expected_jy",

@@ -9,7 +9,7 @@ baseline when the config does not give it.
 
 Process layout: this module never imports casatools. The Measurement Set is
 inspected with python-casacore (:func:`inspect_ms`); tclean runs in a child
-Python (``python -m dsa110_contimg.imaging tclean <request.json>``) with the
+Python (``python -m dsa110_contimg.imaging.imager tclean <request.json>``) with the
 offline CASA set-up of :mod:`dsa110_contimg.casa_env`, and WSClean is its own
 program. So the stage works from Snakemake, from the tests (whose process has
 python-casacore loaded) and from a cluster job alike, and a crashing imager
@@ -490,12 +490,10 @@ def tclean_parameters(ms: str, prefix: Path, opts: ImagingOptions) -> dict[str, 
 
 def _fits_2d(src: Path, dst: Path, imager: str) -> dict[str, Any]:
     """Copy an imager's 4-D FITS to a 2-D one with uniform keywords; return the header facts."""
-    from astropy.io import fits
-    from astropy.wcs import WCS
-
     import warnings
 
-    from astropy.wcs import FITSFixedWarning
+    from astropy.io import fits
+    from astropy.wcs import WCS, FITSFixedWarning
 
     with fits.open(src) as hdul, warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
@@ -560,7 +558,7 @@ def run_tclean(ms: str, prefix: Path, opts: ImagingOptions, threads: int, logfil
     req_file.write_text(json.dumps(request))
     log.info("running tclean (%s)", ", ".join(f"{k}={v!r}" for k, v in request["params"].items() if k != "vis"))
     env = os.environ | {"OMP_NUM_THREADS": str(max(1, threads)), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "dsa110_contimg.imaging", "tclean", str(req_file)],
+    proc = subprocess.run([sys.executable, "-m", "dsa110_contimg.imaging.imager", "tclean", str(req_file)],
                           capture_output=True, text=True, env=env, cwd=str(prefix.parent))
     req_file.unlink(missing_ok=True)
     result_lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT=")]
@@ -576,7 +574,7 @@ def run_tclean(ms: str, prefix: Path, opts: ImagingOptions, threads: int, logfil
 
 def _tclean_child(request_file: str) -> int:
     """Child process: run tclean as requested and export the products to FITS."""
-    from . import casa_env
+    from .. import casa_env
 
     request = json.loads(Path(request_file).read_text())
     casa_env.configure(logfile=request["casa_log"])
@@ -765,5 +763,5 @@ def options_record(opts: ImagingOptions) -> dict[str, Any]:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "tclean":
         raise SystemExit(_tclean_child(sys.argv[2]))
-    print("usage: python -m dsa110_contimg.imaging tclean REQUEST.json", file=sys.stderr)
+    print("usage: python -m dsa110_contimg.imaging.imager tclean REQUEST.json", file=sys.stderr)
     raise SystemExit(2)

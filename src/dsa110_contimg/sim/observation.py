@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 from astropy.time import Time
 
-from . import beam, geometry, naming, telescope
-from .calibrators import load_calibrators
+from dsa110_contimg.calibration.calibrators import load_calibrators
+
+from .. import beam, geometry, naming, telescope
 
 C_M_S = 299792458.0
 REFERENCE_FREQ_HZ = 1.4e9

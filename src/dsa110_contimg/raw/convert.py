@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 from astropy.time import Time
 
-from . import geometry, naming, telescope
+from .. import geometry, naming, telescope
 
 C_M_S = 299792458.0
 # CASA correlation codes for XX, YY (pyuvdata -5, -6).

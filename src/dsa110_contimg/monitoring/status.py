@@ -48,8 +48,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from . import grouping, provenance
-from .db.registry import utc_naive
+from dsa110_contimg.raw import grouping
+
+from .. import provenance
+from ..db.registry import utc_naive
 
 REPORT_VERSION = 1
 
@@ -106,8 +108,8 @@ def _database(config: Mapping[str, Any]) -> Iterator[tuple[Any, str, str | None]
     A database at another schema revision raises :class:`~.db.SchemaError`
     (it names the fix), as every other command does.
     """
-    from .db import Database, database_url, migrate
-    from .db.core import mask
+    from ..db import Database, database_url, migrate
+    from ..db.core import mask
 
     url = database_url(config)
     masked = mask(url)
@@ -132,7 +134,7 @@ def _newest_start(database: Any, before: dt.datetime | None = None) -> dt.dateti
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
-    from .db import ObservationGroup
+    from ..db import ObservationGroup
 
     stmt = select(func.max(ObservationGroup.start_time))
     if before is not None:
@@ -457,7 +459,7 @@ def _calibration_line(cal: Mapping[str, Any]) -> str:
 
 def render_text(report: Mapping[str, Any]) -> str:
     """The ten-second view: a line per night, failures with reasons, calibration, ALERTS."""
-    from .db.present import table
+    from ..db.present import table
 
     when = report["reference_time"]
     lines = [f"contimg status ({'reference time ' + when if when else 'no observation yet'}; "
@@ -552,7 +554,7 @@ def render_prometheus(report: Mapping[str, Any]) -> str:
     _metric(out, "contimg_calibrator_flux_ratio", "Newest measured calibrator flux over its catalogue flux.",
             [(f["flux_ratio"], {"calibrator": f["calibrator"]}) for f in report["calibrator_flux"]])
     active = {a["name"] for a in report["alerts"]}
-    _metric(out, "contimg_alert", "1 when the alert is active (see dsa110_contimg.status.ALERTS).",
+    _metric(out, "contimg_alert", "1 when the alert is active (see dsa110_contimg.monitoring.status.ALERTS).",
             [(float(name in active), {"alert": name}) for name in ALERTS])
     _metric(out, "contimg_alerts_active", "Number of active alerts (per night alerts counted per night).",
             [(len(report["alerts"]), {})])

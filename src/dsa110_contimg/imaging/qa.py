@@ -1,6 +1,6 @@
 """Quality of one image: noise, peak, dynamic range, beam, detections, and a grade.
 
-Measured on the 2-D FITS products of :mod:`dsa110_contimg.imaging` (pure
+Measured on the 2-D FITS products of :mod:`dsa110_contimg.imaging.imager` (pure
 numpy/scipy/astropy):
 
 * ``rms_jy``: robust rms of the residual image, 1.4826 x the median absolute
@@ -13,7 +13,7 @@ numpy/scipy/astropy):
 * ``n_sources_5sigma``: islands (8-connected) of the restored image above
   5 x rms in that area.
 * ``thermal_rms_jy``: the radiometer-equation noise for the data and the
-  imaging weights (:func:`dsa110_contimg.imaging.expected_noise`);
+  imaging weights (:func:`dsa110_contimg.imaging.imager.expected_noise`);
   ``rms_over_thermal`` their ratio.
 
 Grade (thresholds in :class:`GradeThresholds`, overridable from the config's
@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage, optimize
 
-from .imaging import beam_inverse_covariance
+from dsa110_contimg.imaging.imager import beam_inverse_covariance
 
 MAD_TO_SIGMA = 1.482602218505602
 

@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 from astropy.time import Time
 
-from . import telescope
-from .calibrators import load_calibrators
+from dsa110_contimg.calibration.calibrators import load_calibrators
+
+from .. import telescope
 
 SECONDS_PER_DAY = 86400.0
 # Sidereal rate: radians of LST per day of UT1 (IERS conventions, ERA rate).
@@ -52,7 +53,7 @@ def lst_hours(times) -> np.ndarray:
     ``times`` are astropy Time(s) or UTC JDs. One vectorised call (pyuvdata on
     top of astropy/ERFA), so a month of integrations costs milliseconds.
     """
-    from . import geometry  # pyuvdata + IERS tables: only for this precise LST
+    from .. import geometry  # pyuvdata + IERS tables: only for this precise LST
 
     jd = np.atleast_1d(_to_jd(times))
     return np.degrees(geometry.lst(jd.ravel())).reshape(jd.shape) / 15.0

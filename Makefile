@@ -41,7 +41,7 @@ demo: demo-raw
 # The HTML report of what exists (rule summary, then snakemake --report);
 # works on a partial run too. Open $(REPORT) in a browser.
 report: venv
-	$(BIN)/snakemake summary --profile profiles/default --configfile $(CONFIGFILE)
+	$(BIN)/snakemake summary --forcerun summary --profile profiles/default --configfile $(CONFIGFILE)
 	$(BIN)/snakemake summary --report $(REPORT) --configfile $(CONFIGFILE)
 	@echo "wrote $(REPORT)"
 

@@ -3,6 +3,7 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
+from dsa110_contimg import run_plan
 from dsa110_contimg.config import ConfigError, validate_config
 
 
@@ -25,12 +26,23 @@ include: "rules/common.smk"
 include: "rules/convert.smk"
 include: "rules/calibrate.smk"
 include: "rules/image.smk"
-include: "rules/mosaic.smk"
 include: "rules/photometry.smk"
+include: "rules/mosaic.smk"
 include: "rules/report.smk"
+
+
+# Services are checked once, when a real run starts (not at every parse, and
+# not in every cluster job's own snakemake): an unreachable database or an
+# unreadable catalogue stops the run before any job.
+onstart:
+    try:
+        for line in run_plan.preflight(config):
+            print(line, file=sys.stderr)
+    except run_plan.PlanError as err:
+        raise WorkflowError(str(err)) from None
 
 
 rule all:
     input:
-        all_targets(),
+        PLAN.targets(),
     default_target: True

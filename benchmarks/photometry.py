@@ -50,7 +50,7 @@ import pandas as pd
 
 CHILD_FORCED = """
 import json, resource, sys, time
-from dsa110_contimg import stages
+from dsa110_contimg.stages.photometry import photometry
 from dsa110_contimg.config import validate_config
 d = sys.argv[1]
 cfg = validate_config({"results_dir": d + "/results", "database": {"url": "sqlite:///" + d + "/p.sqlite"},
@@ -58,7 +58,7 @@ cfg = validate_config({"results_dir": d + "/results", "database": {"url": "sqlit
 g = "2025-06-15T08:00:03"
 img = d + "/results/images/" + g
 t = time.perf_counter()
-qa = stages.photometry(img + ".pbcor.fits", img + ".pb.fits", img + ".residual.fits", img + ".image.fits.json",
+qa = photometry(img + ".pbcor.fits", img + ".pb.fits", img + ".residual.fits", img + ".image.fits.json",
                        d + "/results/photometry/" + g + ".parquet", d + "/results/photometry/" + g + ".new_sources.csv",
                        g, cfg, log=d + "/photometry.log", register=False)
 wall = time.perf_counter() - t
@@ -70,13 +70,16 @@ print(json.dumps({"wall_s": wall, "peak_rss_mb": resource.getrusage(resource.RUS
 
 CHILD_FANIN = """
 import json, logging, resource, sys, time
-import importlib
-stage = importlib.import_module("dsa110_contimg.stages.photometry")
+from dsa110_contimg import naming
+from dsa110_contimg.stages import photometry as stage
+
+outs = {k: v for k, v in naming.rule_outputs(sys.argv[2], "lightcurves", name="all").items()
+        if not k.endswith("_sidecar")}
 d, out, mem = sys.argv[1], sys.argv[2], float(sys.argv[3])
 files = sorted(str(p) for p in __import__("pathlib").Path(d).glob("*.parquet"))
 opts = stage.LightcurveOptions(memory_mb=mem)
 t = time.perf_counter()
-qa = stage.build_lightcurves(files, stage.lightcurve_outputs(out), opts, logging.getLogger("bench"))
+qa = stage.build_lightcurves(files, outs, opts, logging.getLogger("bench"))
 wall = time.perf_counter() - t
 print(json.dumps({"wall_s": wall, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "read_s": qa["read_s"], "lightcurves_s": qa["lightcurves_s"], "n_buckets": qa["n_buckets"],
@@ -169,13 +172,12 @@ def fanin(args) -> None:
 
 
 def injection(args) -> None:
-    import importlib
     import logging
 
+    from dsa110_contimg import naming
     from dsa110_contimg.photometry import ese
     from dsa110_contimg.sim import variability as sv
-
-    stage = importlib.import_module("dsa110_contimg.stages.photometry")
+    from dsa110_contimg.stages import photometry as stage
     work = Path(args.workdir or tempfile.mkdtemp(prefix="contimg-bench-inj-"))
     mjds = sv.epoch_mjds(60800.0, args.days)
     pop = sv.draw_population(args.steady, args.ese, args.ese // 10, args.ese // 4, mjd_range=(mjds[0], mjds[-1]),
@@ -189,7 +191,8 @@ def injection(args) -> None:
     pop["snr"] = pop.flux_jy / 1e-3
     for preset in ese.PRESETS:
         opts = stage.LightcurveOptions(ese_preset=preset, ese=ese.PRESETS[preset])
-        outs = stage.lightcurve_outputs(work / f"out-{preset}")
+        outs = {k: v for k, v in naming.rule_outputs(work / f"out-{preset}", "lightcurves", name="all").items()
+                if not k.endswith("_sidecar")}
         t = time.perf_counter()
         qa = stage.build_lightcurves([str(f) for f in files], outs, opts, logging.getLogger("bench"))
         wall = time.perf_counter() - t
@@ -221,17 +224,15 @@ def injection(args) -> None:
 
 def endtoend(args) -> None:
     """Raw data of the same strip on --e2e-days days -> convert -> calibrate -> image -> photometry -> fan-in."""
-    import importlib
     from datetime import datetime
 
-    from dsa110_contimg import naming, stages
+    from dsa110_contimg import naming
     from dsa110_contimg.config import validate_config
     from dsa110_contimg.raw import grouping
     from dsa110_contimg.sim import variability as sv
     from dsa110_contimg.sim.observation import SimOptions
-    from dsa110_contimg.stages.image import outputs_for
-
-    phot_stage = importlib.import_module("dsa110_contimg.stages.photometry")
+    from dsa110_contimg.stages import calibrate, convert, image
+    from dsa110_contimg.stages import photometry as phot_stage
     work = Path(args.workdir or tempfile.mkdtemp(prefix="contimg-e2e-"))
     raw, results = work / "raw", work / "results"
     opts = SimOptions(start=datetime(2025, 6, 16, 3, 45, 0), n_obs=1, dec_deg=30.5, n_ants=24, n_chan=8, n_int=6, seed=1)
@@ -267,25 +268,26 @@ def endtoend(args) -> None:
         ms = naming.ms_path(results, group)
         cal = naming.product_path(results, "caltable", group)
         calibrated = naming.product_path(results, "calibrated", group)
-        outs = outputs_for(results, group)
+        outs = naming.rule_outputs(results, "image", group=group)
         table = naming.product_path(results, "photometry", group)
         t = time.perf_counter()
         if not Path(table).exists():
             logs = results / "logs"
             if not Path(ms).exists():
-                stages.convert(files, ms, group, config, log=str(logs / f"convert-{group}.log"))
+                convert.convert(files, ms, group, config, log=str(logs / f"convert-{group}.log"))
             if not Path(cal).exists():
-                stages.solve_calibration(ms, cal, group, config, log=str(logs / f"solve-{group}.log"))
+                calibrate.solve_calibration(ms, cal, group, config, log=str(logs / f"solve-{group}.log"))
             if not Path(calibrated).exists():
-                stages.apply_calibration(ms, [cal], calibrated, group, config, log=str(logs / f"apply-{group}.log"))
+                calibrate.apply_calibration(ms, [cal], calibrated, group, config, log=str(logs / f"apply-{group}.log"))
             if not Path(outs["pbcor"]).exists():
-                stages.image(calibrated, outs, group, config, log=str(logs / f"image-{group}.log"))
+                image.image(calibrated, {k: outs[k] for k in image.OUTPUT_KINDS}, group, config, log=str(logs / f"image-{group}.log"))
             phot_stage.photometry(outs["pbcor"], outs["pb"], outs["residual"], outs["image"] + ".json", table,
                                   naming.product_path(results, "new_sources", group), group, config,
                                   log=str(logs / f"photometry-{group}.log"))
             print(f"{group}: convert, calibrate, image, photometry in {time.perf_counter() - t:.0f} s", flush=True)
         tables.append(table)
-    lc = phot_stage.lightcurve_outputs(results)
+    lc = {k: v for k, v in naming.rule_outputs(results, "lightcurves", name="all").items()
+          if not k.endswith("_sidecar")}
     qa = phot_stage.lightcurves(tables, lc, config, log=str(results / "logs" / "lightcurves.log"))
     truth = pop.set_index("name")
     lcs = pd.read_parquet(lc["lightcurves"]).astype({"source": str})

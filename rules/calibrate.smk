@@ -3,14 +3,13 @@
 
 rule solve_calibration:
     input:
-        ms=naming.ms_path(RESULTS, "{calgroup}"),
+        ms=naming.product_path(RESULTS, "ms", "{calgroup}"),
     output:
-        caltable=directory(naming.product_path(RESULTS, "caltable", "{calgroup}")),
-        sidecar=naming.sidecar_path(naming.product_path(RESULTS, "caltable", "{calgroup}")),
+        **outputs("solve_calibration", calgroup="{calgroup}"),
     log:
-        naming.log_path(RESULTS, "solve_calibration", "{calgroup}"),
+        log_for("solve_calibration", "{calgroup}"),
     benchmark:
-        naming.benchmark_path(RESULTS, "solve_calibration", "{calgroup}")
+        benchmark_for("solve_calibration", "{calgroup}")
     threads: res("solve_calibration", "threads")
     resources:
         mem_mb=mem_mb("solve_calibration"),
@@ -23,14 +22,13 @@ rule apply_calibration:
     input:
         unpack(calibration_inputs),
     output:
-        ms=directory(naming.product_path(RESULTS, "calibrated", "{group}")),
-        sidecar=naming.sidecar_path(naming.product_path(RESULTS, "calibrated", "{group}")),
+        **outputs("apply_calibration", group="{group}"),
     params:
         problem=calibration_problem,
     log:
-        naming.log_path(RESULTS, "apply_calibration", "{group}"),
+        log_for("apply_calibration", "{group}"),
     benchmark:
-        naming.benchmark_path(RESULTS, "apply_calibration", "{group}")
+        benchmark_for("apply_calibration", "{group}")
     threads: res("apply_calibration", "threads")
     resources:
         mem_mb=mem_mb("apply_calibration"),
@@ -41,14 +39,11 @@ rule apply_calibration:
 
 rule calibrator_flux:
     input:
-        caltables=lambda wildcards: [
-            naming.product_path(RESULTS, "caltable", c) for c in sorted(CALPLAN.calgroups)
-        ],
+        caltables=calibrator_caltables,
     output:
-        table=naming.calflux_path(RESULTS),
-        sidecar=naming.sidecar_path(naming.calflux_path(RESULTS)),
+        **outputs("calibrator_flux"),
     log:
-        naming.log_path(RESULTS, "calibrator_flux", "all"),
+        log_for("calibrator_flux", "all"),
     localrule: True
     script:
         "../scripts/calibrator_flux.py"

@@ -1,79 +1,44 @@
-# Parse-time set-up shared by every rule: the raw listing, its grouping into
-# observations, wildcard constraints and the input functions. Names only: no
-# raw file is opened here (DESIGN.md, "parse time is cheap").
-import os
+# Parse-time set-up shared by every rule: one plan object built from the
+# config and the names in raw_dir (dsa110_contimg.run_plan; no file opened, no
+# service asked), the wildcard constraints and the input functions.
 import sys
 
 from snakemake.exceptions import WorkflowError
 
-from dsa110_contimg import naming
-from dsa110_contimg.calibration import plan as calplan
-from dsa110_contimg.raw import grouping
+from dsa110_contimg import naming, run_plan
 
-RAW = config["raw_dir"]
 RESULTS = config["results_dir"]
 
-# Every job registers its product: an unreachable database, or one at another
-# schema revision, must stop the run here rather than fail each job at its end.
-from dsa110_contimg.db import DatabaseError, check_database
-
 try:
-    check_database(config)
-except DatabaseError as err:
-    raise WorkflowError(f"product database: {err}") from None
-
-# A catalogue that cannot be read would fail every photometry job; say so now.
-from dsa110_contimg.photometry.catalogue import check_catalogue
-
-if problem := check_catalogue(config):
-    raise WorkflowError(f"catalogue: {problem}")
-
-
-def _say(text):
-    print(text, file=sys.stderr)
-
-
-def raw_names(raw_dir):
-    """Names of the entries of raw_dir that are not folders, or a clear error."""
-    try:
-        return grouping.raw_names(raw_dir)
-    except FileNotFoundError:
-        raise WorkflowError(
-            f"raw_dir {raw_dir!r} does not exist (working directory {os.getcwd()!r}); "
-            "set raw_dir in the config or pass --config raw_dir=PATH"
-        ) from None
-
-
-def _summarise(names, limit=10):
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-GROUPING = grouping.group_files(
-    raw_names(RAW),
-    tolerance_s=config["grouping"]["tolerance_s"],
-    n_subbands=config["grouping"]["n_subbands"],
-)
-try:
-    SELECTION = grouping.select_groups(GROUPING, config["grouping"]["incomplete"])
-except (grouping.GroupingError, naming.RawNameError) as err:
-    raise WorkflowError(f"raw_dir {RAW!r} (grouping.incomplete is 'fail'): {err}") from None
-GROUPS = {group.id: group for group in SELECTION.groups}
-
-if SELECTION.warning:
-    _say(f"WARNING: raw_dir {RAW!r}: " + SELECTION.warning)
-if GROUPING.ignored:
-    _say(
-        f"ignoring {len(GROUPING.ignored)} file(s) in raw_dir {RAW!r} that are not "
-        f"observations: {_summarise(sorted(GROUPING.ignored))}"
-    )
-if not GROUPS:
-    _say(f"no complete observation in raw_dir {RAW!r}: nothing to do")
+    PLAN = run_plan.build(config)
+except run_plan.PlanError as err:
+    raise WorkflowError(str(err)) from None
+for note in PLAN.notes:
+    print(note, file=sys.stderr)
+GROUPS = PLAN.groups
 
 
 wildcard_constraints:
     group=naming.GROUP_PATTERN,
     calgroup=naming.GROUP_PATTERN,
+    tier="|".join(naming.MOSAIC_TIERS),
+    mosaic=naming.MOSAIC_NAME_PATTERN,
+
+
+def outputs(rule, **wildcards):
+    """A rule's outputs, from the product registry (folders marked as such)."""
+    return {
+        key: directory(path) if key in naming.PRODUCTS and naming.PRODUCTS[key].directory else path
+        for key, path in naming.rule_outputs(RESULTS, rule, **wildcards).items()
+    }
+
+
+def log_for(rule, wildcard):
+    return naming.log_path(RESULTS, rule, wildcard)
+
+
+def benchmark_for(rule, wildcard):
+    return naming.benchmark_path(RESULTS, rule, wildcard)
 
 
 def res(rule, key):
@@ -87,64 +52,47 @@ def mem_mb(rule):
     return lambda wildcards, attempt: res(rule, "mem_mb") * attempt
 
 
-def group_of(wildcards):
-    """The complete group named by the ``group`` wildcard, or a clear error."""
-    try:
-        return GROUPS[wildcards.group]
-    except KeyError:
-        known = GROUPING.by_id.get(wildcards.group)
-        if known is not None:
-            raise ValueError(f"group {known.id} cannot be processed: {known.problem()}") from None
-        raise ValueError(f"no observation {wildcards.group} in raw_dir {RAW!r}") from None
+# ------------------------------------------------------------- input functions
 
 
 def subband_files(wildcards):
     """Raw files of one group, sb00 (highest frequency) first."""
-    return [os.path.join(RAW, name) for name in group_of(wildcards).ordered_files()]
-
-
-# Calibration plan (names and config only): calibrator-transit groups and,
-# for every group, its candidate calibrations nearest first.
-CALPLAN = calplan.plan_calibration(GROUPS, config["pointing"]["dec_deg"], config["calibration"])
-if CALPLAN.calgroups:
-    _say(
-        "calibrator transits: "
-        + ", ".join(f"{name} in {g}" for g, name in sorted(CALPLAN.calgroups.items()))
-    )
-if CALPLAN.problems:
-    _say(
-        f"WARNING: {len(CALPLAN.problems)} group(s) have no calibration and will fail at "
-        f"apply_calibration: {_summarise(sorted(CALPLAN.problems))}"
-    )
+    return PLAN.subband_files(wildcards.group)
 
 
 def calibration_inputs(wildcards):
     """The group's MS and its candidate caltables, nearest first."""
     return {
-        "ms": naming.ms_path(RESULTS, wildcards.group),
-        "caltables": [
-            naming.product_path(RESULTS, "caltable", c)
-            for c in CALPLAN.candidates.get(wildcards.group, [])
-        ],
+        "ms": naming.product_path(RESULTS, "ms", wildcards.group),
+        "caltables": PLAN.caltables_for(wildcards.group),
     }
 
 
 def calibration_problem(wildcards):
     """Why a group has no candidate calibration (None when it has some)."""
-    return CALPLAN.problems.get(wildcards.group)
+    return PLAN.calibration_problem(wildcards.group)
 
 
-def all_targets():
-    """Every final product of every complete group (images, photometry and the
-    light-curve fan-in when a catalogue is configured; the calibrator flux
-    table when a calibrator transits; the mosaics of ``mosaic.targets``).
+def calibrator_caltables(wildcards):
+    """Every calibrator transit's solution: the flux monitor's fan-in."""
+    return [naming.product_path(RESULTS, "caltable", c) for c in sorted(PLAN.calibration.calgroups)]
 
-    With no group, the target is raw_dir itself (it exists), so Snakemake
-    plans no job at all; a target list that is empty would still run 'all'.
-    """
-    targets = [naming.product_path(RESULTS, "image", group_id) for group_id in GROUPS]
-    if CALPLAN.calgroups:
-        targets.append(naming.calflux_path(RESULTS))
-    targets += photometry_targets()
-    targets += MOSAIC_TARGETS
-    return targets or [RAW]
+
+def catalogue_file(wildcards):
+    """The reference catalogue (an input, so a new catalogue reruns what used it)."""
+    path = config["catalogue"]["path"]
+    return [path] if path else []
+
+
+def photometry_tables(wildcards):
+    """Every group's photometry table: the light-curve fan-in's inputs."""
+    return [naming.product_path(RESULTS, "photometry", g) for g in sorted(GROUPS)]
+
+
+def mosaic_inputs(wildcards):
+    """The plan's candidate images, primary beams and QA sidecars."""
+    return PLAN.mosaics.inputs(wildcards.tier, wildcards.mosaic)
+
+
+def mosaic_resource(key):
+    return lambda wildcards: PLAN.mosaics.resource(wildcards.tier, key)

@@ -5,12 +5,11 @@ rule convert:
     input:
         subband_files,
     output:
-        ms=directory(naming.ms_path(RESULTS, "{group}")),
-        sidecar=naming.sidecar_path(naming.ms_path(RESULTS, "{group}")),
+        **outputs("convert", group="{group}"),
     log:
-        naming.log_path(RESULTS, "convert", "{group}"),
+        log_for("convert", "{group}"),
     benchmark:
-        naming.benchmark_path(RESULTS, "convert", "{group}")
+        benchmark_for("convert", "{group}")
     threads: res("convert", "threads")
     resources:
         mem_mb=mem_mb("convert"),

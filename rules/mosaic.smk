@@ -1,59 +1,42 @@
 # Tiered mosaics: plan_mosaic -> build_mosaic -> qa_mosaic, one chain per
 # results/mosaics/{tier}/{mosaic}.fits. Which observations may belong to a
 # mosaic is decided at parse time from the group ids (time) and the meridian at
-# each group's mid time (sky region) by dsa110_contimg.mosaic.Wiring; their
+# each group's mid time (sky region) by dsa110_contimg.mosaic.wiring; their
 # images are the plan's inputs. A new observation in a mosaic's window changes
 # only that plan's inputs, so Snakemake reruns that plan, build and QA only;
 # a plan rewritten with the same bytes (plans hold no time stamp) rebuilds nothing.
-from dsa110_contimg.mosaic import wiring as mosaic_wiring
-
-MOSAICS = mosaic_wiring.Wiring(RESULTS, GROUPS, config)
-# The mosaics the default target builds (mosaic.targets), for all_targets().
-MOSAIC_TARGETS, MOSAIC_NOTES = MOSAICS.targets()
-for note in MOSAIC_NOTES:
-    _say(note)
-
-
-wildcard_constraints:
-    tier="|".join(naming.MOSAIC_TIERS),
-    mosaic=naming.MOSAIC_NAME_PATTERN,
 
 
 rule plan_mosaic:
     input:
-        unpack(lambda wildcards: MOSAICS.inputs(wildcards.tier, wildcards.mosaic)),
+        unpack(mosaic_inputs),
     output:
-        plan=naming.mosaic_path(RESULTS, "{tier}", "{mosaic}", "mosaic_plan"),
-        sidecar=naming.sidecar_path(naming.mosaic_path(RESULTS, "{tier}", "{mosaic}", "mosaic_plan")),
+        **outputs("plan_mosaic", tier="{tier}", mosaic="{mosaic}"),
     params:
-        selection=lambda wildcards: MOSAICS.selection(wildcards.tier, wildcards.mosaic).to_dict(),
-        tier=lambda wildcards: config["mosaic"]["tiers"][wildcards.tier],
+        selection=lambda wildcards: PLAN.mosaics.selection(wildcards.tier, wildcards.mosaic).to_dict(),
     log:
-        naming.log_path(RESULTS, "plan_mosaic", "{tier}/{mosaic}"),
+        log_for("plan_mosaic", "{tier}/{mosaic}"),
     threads: 1
     resources:
         mem_mb=1000,
-        runtime=lambda wildcards: MOSAICS.resource(wildcards.tier, "runtime"),
+        runtime=mosaic_resource("runtime"),
     script:
         "../scripts/plan_mosaic.py"
 
 
 rule build_mosaic:
     input:
-        plan=rules.plan_mosaic.output.plan,
+        plan=rules.plan_mosaic.output.mosaic_plan,
     output:
-        mosaic=naming.mosaic_path(RESULTS, "{tier}", "{mosaic}", "mosaic"),
-        noise=naming.mosaic_path(RESULTS, "{tier}", "{mosaic}", "mosaic_noise"),
-        weights=naming.mosaic_path(RESULTS, "{tier}", "{mosaic}", "mosaic_weights"),
-        sidecar=naming.sidecar_path(naming.mosaic_path(RESULTS, "{tier}", "{mosaic}", "mosaic")),
+        **outputs("build_mosaic", tier="{tier}", mosaic="{mosaic}"),
     log:
-        naming.log_path(RESULTS, "build_mosaic", "{tier}/{mosaic}"),
+        log_for("build_mosaic", "{tier}/{mosaic}"),
     benchmark:
-        naming.benchmark_path(RESULTS, "build_mosaic", "{tier}/{mosaic}")
-    threads: lambda wildcards: MOSAICS.resource(wildcards.tier, "threads")
+        benchmark_for("build_mosaic", "{tier}/{mosaic}")
+    threads: mosaic_resource("threads")
     resources:
-        mem_mb=lambda wildcards: MOSAICS.resource(wildcards.tier, "mem_mb"),
-        runtime=lambda wildcards: MOSAICS.resource(wildcards.tier, "runtime"),
+        mem_mb=mosaic_resource("mem_mb"),
+        runtime=mosaic_resource("runtime"),
     script:
         "../scripts/build_mosaic.py"
 
@@ -61,19 +44,15 @@ rule build_mosaic:
 rule qa_mosaic:
     input:
         mosaic=rules.build_mosaic.output.mosaic,
-        noise=rules.build_mosaic.output.noise,
-        catalogue=lambda wildcards: config["catalogue"]["path"] or [],
+        noise=rules.build_mosaic.output.mosaic_noise,
+        catalogue=catalogue_file,
     output:
-        png=naming.mosaic_path(RESULTS, "{tier}", "{mosaic}", "mosaic_qa"),
-        sidecar=naming.sidecar_path(naming.mosaic_path(RESULTS, "{tier}", "{mosaic}", "mosaic_qa")),
-    params:
-        qa=config["mosaic"]["qa"],
-        catalogue=config["catalogue"],
+        **outputs("qa_mosaic", tier="{tier}", mosaic="{mosaic}"),
     log:
-        naming.log_path(RESULTS, "qa_mosaic", "{tier}/{mosaic}"),
+        log_for("qa_mosaic", "{tier}/{mosaic}"),
     threads: 1
     resources:
-        mem_mb=lambda wildcards: MOSAICS.resource(wildcards.tier, "mem_mb"),
-        runtime=lambda wildcards: MOSAICS.resource(wildcards.tier, "runtime"),
+        mem_mb=mosaic_resource("mem_mb"),
+        runtime=mosaic_resource("runtime"),
     script:
         "../scripts/qa_mosaic.py"

@@ -1,14 +1,10 @@
-"""Snakemake adapter for rule build_mosaic: the work is in dsa110_contimg.stages."""
+"""Snakemake adapter for rule build_mosaic: the work is in dsa110_contimg.stages.mosaic."""
 
-from dsa110_contimg import stages
+from dsa110_contimg.stages.mosaic import BUILD_KINDS, build_mosaic
 
-stages.build_mosaic(
-    plan=snakemake.input.plan,  # noqa: F821 (injected by Snakemake)
-    outputs={
-        "mosaic": snakemake.output.mosaic,  # noqa: F821
-        "mosaic_noise": snakemake.output.noise,  # noqa: F821
-        "mosaic_weights": snakemake.output.weights,  # noqa: F821
-    },
-    config=snakemake.config,  # noqa: F821
-    log=snakemake.log[0],  # noqa: F821
+build_mosaic(
+    plan=snakemake.input.plan,
+    outputs={kind: snakemake.output[kind] for kind in BUILD_KINDS},
+    config=snakemake.config,
+    log=snakemake.log[0],
 )

@@ -1,10 +1,10 @@
-"""Snakemake adapter for rule calibrator_flux: the work is in dsa110_contimg.stages."""
+"""Snakemake adapter for rule calibrator_flux: the work is in dsa110_contimg.stages.calibrate."""
 
-from dsa110_contimg import stages
+from dsa110_contimg.stages.calibrate import calibrator_flux
 
-stages.calibrator_flux(
-    caltables=list(snakemake.input.caltables),  # noqa: F821 (injected by Snakemake)
-    table=snakemake.output.table,  # noqa: F821
-    config=snakemake.config,  # noqa: F821
-    log=snakemake.log[0],  # noqa: F821
+calibrator_flux(
+    caltables=list(snakemake.input.caltables),
+    table=snakemake.output.calflux,
+    config=snakemake.config,
+    log=snakemake.log[0],
 )

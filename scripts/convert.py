@@ -1,11 +1,11 @@
-"""Snakemake adapter for rule convert: all the work is in dsa110_contimg.stages."""
+"""Snakemake adapter for rule convert: the work is in dsa110_contimg.stages.convert."""
 
-from dsa110_contimg import stages
+from dsa110_contimg.stages.convert import convert
 
-stages.convert(
-    subbands=list(snakemake.input),  # noqa: F821 (injected by Snakemake)
-    ms=snakemake.output.ms,  # noqa: F821
-    group=snakemake.wildcards.group,  # noqa: F821
-    config=snakemake.config,  # noqa: F821
-    log=snakemake.log[0],  # noqa: F821
+convert(
+    subbands=list(snakemake.input),
+    ms=snakemake.output.ms,
+    group=snakemake.wildcards.group,
+    config=snakemake.config,
+    log=snakemake.log[0],
 )

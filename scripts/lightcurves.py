@@ -1,14 +1,11 @@
-"""Snakemake adapter for rule lightcurves: all the work is in dsa110_contimg.stages."""
+"""Snakemake adapter for rule lightcurves: the work is in dsa110_contimg.stages.photometry."""
 
-from dsa110_contimg import stages
+from dsa110_contimg.stages.photometry import lightcurves
 
-stages.lightcurves(
-    photometry_files=list(snakemake.input),  # noqa: F821 (injected by Snakemake)
-    outputs={  # noqa: F821
-        key: getattr(snakemake.output, key)  # noqa: F821
-        for key in ("lightcurves", "epochs", "variability", "ese_candidates", "ese_plot")
-    },
-    config=snakemake.config,  # noqa: F821
-    log=snakemake.log[0],  # noqa: F821
-    mem_mb=snakemake.resources.mem_mb,  # noqa: F821
+lightcurves(
+    photometry_files=list(snakemake.input),
+    outputs={k: v for k, v in snakemake.output.items() if not k.endswith("_sidecar")},
+    config=snakemake.config,
+    log=snakemake.log[0],
+    mem_mb=snakemake.resources.mem_mb,
 )

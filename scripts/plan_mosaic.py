@@ -1,14 +1,14 @@
-"""Snakemake adapter for rule plan_mosaic: the work is in dsa110_contimg.stages."""
+"""Snakemake adapter for rule plan_mosaic: the work is in dsa110_contimg.stages.mosaic."""
 
-from dsa110_contimg import stages
+from dsa110_contimg.stages.mosaic import plan_mosaic
 
-stages.plan_mosaic(
-    images=list(snakemake.input.images),  # noqa: F821 (injected by Snakemake)
-    pbs=list(snakemake.input.pbs),  # noqa: F821
-    plan=snakemake.output.plan,  # noqa: F821
-    tier=snakemake.wildcards.tier,  # noqa: F821
-    name=snakemake.wildcards.mosaic,  # noqa: F821
-    config=snakemake.config,  # noqa: F821
-    selection=snakemake.params.selection,  # noqa: F821
-    log=snakemake.log[0],  # noqa: F821
+plan_mosaic(
+    images=list(snakemake.input.images),
+    pbs=list(snakemake.input.pbs),
+    plan=snakemake.output.mosaic_plan,
+    tier=snakemake.wildcards.tier,
+    name=snakemake.wildcards.mosaic,
+    config=snakemake.config,
+    selection=snakemake.params.selection,
+    log=snakemake.log[0],
 )

@@ -1,11 +1,11 @@
-"""Snakemake adapter for rule qa_mosaic: the work is in dsa110_contimg.stages."""
+"""Snakemake adapter for rule qa_mosaic: the work is in dsa110_contimg.stages.mosaic."""
 
-from dsa110_contimg import stages
+from dsa110_contimg.stages.mosaic import qa_mosaic
 
-stages.qa_mosaic(
-    mosaic_fits=snakemake.input.mosaic,  # noqa: F821 (injected by Snakemake)
-    noise=snakemake.input.noise,  # noqa: F821
-    png=snakemake.output.png,  # noqa: F821
-    config=snakemake.config,  # noqa: F821
-    log=snakemake.log[0],  # noqa: F821
+qa_mosaic(
+    mosaic_fits=snakemake.input.mosaic,
+    noise=snakemake.input.noise,
+    png=snakemake.output.mosaic_qa,
+    config=snakemake.config,
+    log=snakemake.log[0],
 )

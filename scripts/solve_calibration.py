@@ -1,11 +1,11 @@
-"""Snakemake adapter for rule solve_calibration: the work is in dsa110_contimg.stages."""
+"""Snakemake adapter for rule solve_calibration: the work is in dsa110_contimg.stages.calibrate."""
 
-from dsa110_contimg import stages
+from dsa110_contimg.stages.calibrate import solve_calibration
 
-stages.solve_calibration(
-    ms=snakemake.input.ms,  # noqa: F821 (injected by Snakemake)
-    caltable=snakemake.output.caltable,  # noqa: F821
-    calgroup=snakemake.wildcards.calgroup,  # noqa: F821
-    config=snakemake.config,  # noqa: F821
-    log=snakemake.log[0],  # noqa: F821
+solve_calibration(
+    ms=snakemake.input.ms,
+    caltable=snakemake.output.caltable,
+    calgroup=snakemake.wildcards.calgroup,
+    config=snakemake.config,
+    log=snakemake.log[0],
 )

@@ -1,12 +1,10 @@
-"""Snakemake adapter for rule summary: all the work is in dsa110_contimg.stages."""
+"""Snakemake adapter for rule summary: the work is in dsa110_contimg.stages.report."""
 
-from dsa110_contimg import stages
+from dsa110_contimg.stages.report import summary
 
-stages.summary(
-    groups=snakemake.params.groups,  # noqa: F821 (injected by Snakemake)
-    thumbnails=list(snakemake.input.thumbnails),  # noqa: F821
-    mosaic_previews=list(snakemake.input.mosaic_previews),  # noqa: F821
-    outputs=dict(snakemake.output.items()),  # noqa: F821
-    config=snakemake.config,  # noqa: F821
-    log=snakemake.log[0],  # noqa: F821
+summary(
+    groups=snakemake.params.groups,
+    outputs=dict(snakemake.output.items()),
+    config=snakemake.config,
+    log=snakemake.log[0],
 )

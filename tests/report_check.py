@@ -16,7 +16,7 @@ def build_report(snakemake_exe: Path, repo_root: Path, workdir: Path, config: Pa
     """``snakemake summary`` then ``snakemake summary --report`` (what ``make report`` does)."""
     base = [str(snakemake_exe), "summary", "-s", str(repo_root / "Snakefile"), "-d", str(workdir), "--configfile",
             str(repo_root / "config" / "config.yaml"), str(config)]  # fmt: skip
-    out = subprocess.run([*base, "--cores", "1"], capture_output=True, text=True, timeout=600)
+    out = subprocess.run([*base, "--cores", "1", "--forcerun", "summary"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     html = workdir / "report.html"
     out = subprocess.run([*base, "--report", str(html)], capture_output=True, text=True, timeout=600)

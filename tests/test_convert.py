@@ -10,8 +10,9 @@ import pytest
 from casacore import tables
 from simdata import SMALL, point_sky, run_casa, simulate
 
-from dsa110_contimg import naming, stages, telescope
+from dsa110_contimg import naming, telescope
 from dsa110_contimg.raw.convert import ConversionError, convert_group
+from dsa110_contimg.stages.convert import convert as convert_stage
 
 
 @pytest.fixture(scope="module")
@@ -161,14 +162,14 @@ def test_failed_conversion_keeps_the_previous_product_and_registers_nothing(smal
     tmp, files = small
     config = validate_config({"raw_dir": str(tmp / "raw"), "results_dir": str(tmp / "results")})
     ms = naming.ms_path(config["results_dir"], _group_of(files))
-    stages.convert([str(f) for f in files], ms, _group_of(files), config)
+    convert_stage([str(f) for f in files], ms, _group_of(files), config)
     before = sorted(p.name for p in (tmp / "results" / "ms").iterdir())
     with tables.table(ms, ack=False) as t:
         n_rows = t.nrows()
     with open(files[9], "r+b") as f:
         f.truncate(1000)
     with pytest.raises(ConversionError, match=files[9].name):
-        stages.convert([str(f) for f in files], ms, _group_of(files), config)
+        convert_stage([str(f) for f in files], ms, _group_of(files), config)
     assert sorted(p.name for p in (tmp / "results" / "ms").iterdir()) == before, "no temporary left"
     with tables.table(ms, ack=False) as t:
         assert t.nrows() == n_rows

@@ -32,7 +32,7 @@ from casacore import tables
 from needs import require_tool
 from simdata import SMALL, point_sky, simulate
 
-from dsa110_contimg import beam, geometry, naming, stages, telescope
+from dsa110_contimg import beam, geometry, naming, telescope
 from dsa110_contimg.config import validate_config
 from dsa110_contimg.db import Database
 from dsa110_contimg.imaging import imager as imaging
@@ -40,11 +40,13 @@ from dsa110_contimg.imaging import primary_beam
 from dsa110_contimg.imaging import qa as image_qa
 from dsa110_contimg.raw.convert import convert_group
 from dsa110_contimg.sim.observation import REFERENCE_FREQ_HZ, noise_sigma_jy
+from dsa110_contimg.stages.image import OUTPUT_KINDS
+from dsa110_contimg.stages.image import image as image_stage
 
-# The stage by its rule name first: importing the submodule before would leave
-# ``stages.image`` naming the module for every later test in this process.
-image_stage = stages.image
-from dsa110_contimg.stages.image import outputs_for  # noqa: E402
+
+def outputs_for(results, group):
+    return {k: v for k, v in naming.rule_outputs(results, "image", group=group).items() if k in OUTPUT_KINDS}
+
 
 CORE = replace(SMALL, n_ants=24, max_radius_m=450, n_int=24, n_chan=8, seed=7)
 IMSIZE = 1024

@@ -55,6 +55,14 @@ def options(**kw) -> mosaic_wiring.TierOptions:
     return mosaic_wiring.TierOptions(**{**base, **kw})
 
 
+def mosaic_paths(results, day: str, tier: str = "science") -> dict[str, str]:
+    """Every file of one mosaic's three rules, by kind (from the product registry)."""
+    paths = {}
+    for rule in ("plan_mosaic", "build_mosaic", "qa_mosaic"):
+        paths |= naming.rule_outputs(results, rule, tier=tier, mosaic=day)
+    return paths
+
+
 def day_selection(tier: str = "science", day: str = "2025-06-15") -> mosaic_wiring.Selection:
     return mosaic_wiring.selection_for(tier, day, validate_config({})["mosaic"], None)
 
@@ -94,7 +102,7 @@ def test_config_has_three_tiers_with_defaults_and_rejects_bad_keys():
     assert cfg["tiers"]["deep"]["grades"] == ["good"] and cfg["tiers"]["quicklook"]["keep"] == "newest"
     with pytest.raises(ConfigError, match="'mosaic.tiers.deep.pixel_size'"):
         validate_config({"mosaic": {"tiers": {"deep": {"pixel_size": 3}}}})
-    with pytest.raises(ConfigError, match="mosaic_wiring.regions"):
+    with pytest.raises(ConfigError, match="mosaic.regions"):
         validate_config({"mosaic": {"regions": {"latest": {"ra_deg": [1, 2], "dec_deg": [3, 4]}}}})
 
 
@@ -373,7 +381,7 @@ def test_stages_write_register_and_refuse_an_empty_plan(tmp_path):
     src.to_csv(tmp_path / "catalogue.csv", index=False)
     config["catalogue"]["path"] = str(tmp_path / "catalogue.csv")
     pairs = strip(results / "images", [150.0, 151.0, 152.0], src)
-    paths = stage.outputs_for(results, "science", "2025-06-15")
+    paths = mosaic_paths(results, "2025-06-15")
     summary = stage.plan_mosaic([p[0] for p in pairs], [p[1] for p in pairs], paths["mosaic_plan"],
                                 "science", "2025-06-15", config)
     assert summary["n_images"] == 3 and summary["n_rejected"] == 0
@@ -392,7 +400,7 @@ def test_stages_write_register_and_refuse_an_empty_plan(tmp_path):
 
     # Every image graded bad: the plan says why, and no mosaic is written or registered.
     bad = strip(results / "bad", [150.0, 151.0], src, grade="bad")
-    empty = stage.outputs_for(results, "science", "2025-06-16")
+    empty = mosaic_paths(results, "2025-06-16")
     summary = stage.plan_mosaic([p[0] for p in bad], [p[1] for p in bad], empty["mosaic_plan"], "science",
                                 "2025-06-15", config)
     assert summary["n_images"] == 0 and summary["n_rejected"] == 2

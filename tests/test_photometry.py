@@ -8,7 +8,6 @@ projection; written as 4-D FITS the way CASA and WSClean write them.
 
 from __future__ import annotations
 
-import importlib
 import json
 
 import numpy as np
@@ -22,8 +21,7 @@ from dsa110_contimg.photometry import forced as ph
 from dsa110_contimg.photometry.forced import Flag
 from dsa110_contimg.provenance import read_sidecar, write_sidecar
 from dsa110_contimg.sim import variability as sv
-
-stage = importlib.import_module("dsa110_contimg.stages.photometry")
+from dsa110_contimg.stages import photometry as stage  # noqa: E402
 
 RA0, DEC0 = 150.0, 33.0
 GROUP = "2025-06-15T08:00:03"

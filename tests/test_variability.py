@@ -4,7 +4,6 @@ and an injection-recovery run on synthetic photometry tables)."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 
 import numpy as np
@@ -12,6 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from dsa110_contimg import naming
 from dsa110_contimg.config import validate_config
 from dsa110_contimg.photometry import ese
 from dsa110_contimg.photometry import variability as var
@@ -19,7 +19,15 @@ from dsa110_contimg.photometry.forced import Flag
 from dsa110_contimg.provenance import read_sidecar
 from dsa110_contimg.sim import variability as sv
 
-stage = importlib.import_module("dsa110_contimg.stages.photometry")
+
+def lightcurve_outputs(results):
+    """The light-curve fan-in's files under ``results`` (the registry's kinds of rule lightcurves)."""
+    return {k: v for k, v in naming.rule_outputs(results, "lightcurves", name="all").items()
+            if not k.endswith("_sidecar")}
+
+
+from dsa110_contimg.stages import photometry as stage  # noqa: E402
+
 LOG = logging.getLogger("test_variability")
 
 # ------------------------------------------------------------- hand-computed metrics
@@ -154,7 +162,7 @@ def test_find_dips_on_simple_light_curves():
 def _fan_in(tmp_path, files, memory_mb=1000.0, **variability):
     cfg = validate_config({"variability": {"memory_mb": int(memory_mb), **variability}})
     opts = stage.LightcurveOptions.from_config(cfg)
-    outs = stage.lightcurve_outputs(tmp_path / "out")
+    outs = lightcurve_outputs(tmp_path / "out")
     qa = stage.build_lightcurves([str(f) for f in files], outs, opts, LOG)
     return qa, outs
 
@@ -167,7 +175,7 @@ def test_injection_recovery_on_synthetic_photometry(tmp_path):
     files, scale = sv.synthetic_photometry(tmp_path, pop, mjds, noise_jy=1e-3, scale_rms=0.03, seed=12, sidecars=False)
     qa, outs = _fan_in(tmp_path, files)
     cands = pd.read_csv(outs["ese_candidates"])
-    epochs = pd.read_csv(outs["epochs"])
+    epochs = pd.read_csv(outs["lightcurve_epochs"])
     assert np.abs(epochs.scale / (scale / np.median(scale)) - 1).max() < 0.002  # the 3% epoch errors are removed
     pop["snr"] = pop.flux_jy / 1e-3
     hit = pop.merge(cands, left_on="name", right_on="source", how="left")
@@ -213,7 +221,7 @@ def test_fan_in_survives_bad_tables_and_spills_to_disk_with_the_same_result(tmp_
     assert lc.flux_jy.notna().all() and len(lc) == qa["n_used"]
     assert ((lc["flags"] & int(Flag.NO_DATA)) == 0).all()
     opts = stage.LightcurveOptions(memory_mb=0.05)  # far below the data: several buckets, spilled to disk
-    outs3 = stage.lightcurve_outputs(tmp_path / "c")
+    outs3 = lightcurve_outputs(tmp_path / "c")
     qa3 = stage.build_lightcurves([str(f) for f in allfiles], outs3, opts, LOG)
     assert qa3["n_buckets"] > 1 and qa3["spilled"]
     a = pd.read_parquet(outs["variability"]).sort_values("source").reset_index(drop=True)
@@ -235,7 +243,7 @@ def test_lightcurves_stage_with_nothing_usable_still_writes_and_registers(tmp_pa
     bad.write_bytes(b"junk")
     config = validate_config({"results_dir": str(tmp_path / "results"),
                               "database": {"url": f"sqlite:///{tmp_path}/products.sqlite"}})
-    outs = stage.lightcurve_outputs(tmp_path / "results")
+    outs = lightcurve_outputs(tmp_path / "results")
     log = tmp_path / "lc.log"
     qa = stage.lightcurves([str(bad)], outs, config, log=str(log))
     assert qa["n_sources"] == 0 and qa["n_files_skipped"] == 1
@@ -255,7 +263,7 @@ def test_lightcurves_stage_end_to_end_registers_rows(tmp_path):
     results = tmp_path / "results"
     files, _ = sv.synthetic_photometry(results, pop, mjds, noise_jy=1e-3, scale_rms=0.01, seed=9)
     config = validate_config({"results_dir": str(results), "database": {"url": f"sqlite:///{tmp_path}/p.sqlite"}})
-    outs = stage.lightcurve_outputs(results)
+    outs = lightcurve_outputs(results)
     qa = stage.lightcurves([str(f) for f in files], outs, config, log=str(tmp_path / "lc.log"))
     assert qa["n_ese_candidates"] >= 3 and (tmp_path / "results" / "variability" / "ese_candidates.png").exists()
     with Database.from_config(config) as db:

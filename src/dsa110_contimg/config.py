@@ -137,3 +137,43 @@ def load_config(
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}" if source else str(err)) from None
 
+
+
+# ------------------------------------------------------- typed option classes
+
+
+@cache
+def _defaults() -> dict:
+    return validate_config({})
+
+
+def default(key: str) -> Any:
+    """The schema's default of a dotted key, e.g. ``default("convert.telescope_name")``.
+
+    Option classes take their field defaults from here, so the schema is the
+    one place a default is written.
+    """
+    value: Any = _defaults()
+    for part in key.split("."):
+        try:
+            value = value[part]
+        except (KeyError, TypeError):
+            raise KeyError(f"the config schema has no default for {key!r}") from None
+    return tuple(value) if isinstance(value, list) else copy.deepcopy(value)
+
+
+def options(cls: type, section: Mapping[str, Any], **overrides: Any):
+    """An immutable option object of dataclass ``cls`` from a validated config section.
+
+    Fields of ``cls`` that the section holds are taken from it (lists become
+    tuples); the others keep their defaults; ``overrides`` win.
+    """
+    from dataclasses import fields
+
+    values = {}
+    for f in fields(cls):
+        if f.init and f.name in section:
+            value = section[f.name]
+            values[f.name] = tuple(value) if isinstance(value, list) else value
+    values.update(overrides)
+    return cls(**values)

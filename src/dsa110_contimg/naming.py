@@ -37,29 +37,6 @@ _DIGITS = [i for i, c in enumerate(_RAW_TEMPLATE) if c == "0"]
 _LITERALS = [i for i, c in enumerate(_RAW_TEMPLATE) if c != "0"]
 _LITERAL_BYTES = np.frombuffer(_RAW_TEMPLATE.encode(), np.uint8)[_LITERALS]
 
-#: kind -> (folder under results_dir, file name template). Later stages add
-#: their products here; nothing else formats a product path.
-PRODUCTS: dict[str, tuple[str, str]] = {
-    "ms": ("ms", "{group}.ms"),
-    "caltable": ("caltables", "{group}"),  # a folder: bandpass + gain tables of a calibrator group
-    "calibrated": ("calibrated", "{group}.ms"),
-    "image": ("images", "{group}.image.fits"),
-    "residual": ("images", "{group}.residual.fits"),
-    "psf": ("images", "{group}.psf.fits"),
-    "pb": ("images", "{group}.pb.fits"),
-    "pbcor": ("images", "{group}.pbcor.fits"),
-    "thumbnail": ("images", "{group}.png"),
-    "photometry": ("photometry", "{group}.parquet"),
-    "new_sources": ("photometry", "{group}.new_sources.csv"),
-    # Fan-in products: "{group}" is the name of the set of light curves ("all").
-    "lightcurves": ("lightcurves", "{group}.parquet"),
-    "lightcurve_epochs": ("lightcurves", "{group}.epochs.csv"),
-    "variability": ("variability", "{group}.parquet"),
-    "ese_candidates": ("variability", "ese_candidates.csv"),
-    "ese_plot": ("variability", "ese_candidates.png"),
-}
-
-
 #: Mosaic tiers, smallest first (config ``mosaic.tiers``).
 MOSAIC_TIERS = ("quicklook", "science", "deep")
 
@@ -68,16 +45,6 @@ MOSAIC_TIERS = ("quicklook", "science", "deep")
 #: ``{name}.noise.fits`` can never be confused.
 MOSAIC_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]*"
 
-#: kind -> file name suffix of the products of one mosaic, all in
-#: ``results/mosaics/{tier}/``: the plan (which images, why others were left
-#: out), the mosaic, its noise and weights maps, and the QA preview.
-MOSAIC_PRODUCTS: dict[str, str] = {
-    "mosaic_plan": ".plan.json",
-    "mosaic": ".fits",
-    "mosaic_noise": ".noise.fits",
-    "mosaic_weights": ".weights.fits",
-    "mosaic_qa": ".qa.png",
-}
 
 
 class RawNameError(ValueError):
@@ -244,13 +211,124 @@ def _reason(name: str) -> str:
 # ------------------------------------------------------------------ products
 
 
-def product_path(results_dir: str | os.PathLike, kind: str, group: str | datetime) -> str:
-    """Path of one product of one group, e.g. ``results/ms/{group}.ms``."""
+@dataclass(frozen=True)
+class ProductKind:
+    """One kind of product: where it lives, which rule writes it, how it is recorded.
+
+    ``folder`` (under results_dir) and ``template`` take the rule's wildcards
+    (``{group}``, ``{calgroup}``, ``{name}``, ``{tier}``, ``{mosaic}``).
+    ``sidecar``: the product has a JSON sidecar of its own, of this kind, and is
+    registered in the database as ``model`` (a class of :mod:`.db.schema`).
+    Kinds without one (e.g. the PSF) are listed in the sidecar of the rule's
+    main product.
+    """
+
+    name: str
+    folder: str
+    template: str
+    rule: str
+    model: str | None = None
+    directory: bool = False
+    """The product is a folder (a Measurement Set, a set of caltables)."""
+
+    @property
+    def sidecar(self) -> bool:
+        return self.model is not None
+
+    def path(self, results_dir: str | os.PathLike, **wildcards: str) -> str:
+        try:
+            rel = os.path.join(self.folder, self.template).format(**wildcards)
+        except KeyError as err:
+            raise ValueError(f"product kind {self.name!r} needs wildcard {err.args[0]!r} "
+                             f"({self.folder}/{self.template})") from None
+        return os.path.join(os.fspath(results_dir), rel)
+
+    def wildcards(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(re.findall(r"{(\w+)}", self.folder + "/" + self.template)))
+
+
+#: Every product the workflow makes, in data-flow order. Rules declare their
+#: outputs with :func:`rule_outputs`, stages and the database find paths with
+#: :func:`product_path` and parse them back with :func:`parse_product_path`;
+#: nothing else formats a product path.
+PRODUCTS: dict[str, ProductKind] = {
+    k.name: k
+    for k in (
+        ProductKind("ms", "ms", "{group}.ms", "convert", "MeasurementSet", directory=True),
+        ProductKind("caltable", "caltables", "{calgroup}", "solve_calibration", "CalTable", directory=True),
+        ProductKind("calflux", "calibration", "calibrator_flux.csv", "calibrator_flux", "CalFlux"),
+        ProductKind("calibrated", "calibrated", "{group}.ms", "apply_calibration", "CalibratedMS", directory=True),
+        ProductKind("image", "images", "{group}.image.fits", "image", "Image"),
+        ProductKind("residual", "images", "{group}.residual.fits", "image"),
+        ProductKind("psf", "images", "{group}.psf.fits", "image"),
+        ProductKind("pb", "images", "{group}.pb.fits", "image"),
+        ProductKind("pbcor", "images", "{group}.pbcor.fits", "image"),
+        ProductKind("thumbnail", "images", "{group}.png", "image"),
+        ProductKind("photometry", "photometry", "{group}.parquet", "photometry", "Photometry"),
+        ProductKind("new_sources", "photometry", "{group}.new_sources.csv", "photometry", "NewSources"),
+        # Fan-in products: {name} names the set of light curves ("all").
+        ProductKind("lightcurves", "lightcurves", "{name}.parquet", "lightcurves", "LightCurves"),
+        ProductKind("lightcurve_epochs", "lightcurves", "{name}.epochs.csv", "lightcurves"),
+        ProductKind("variability", "variability", "{name}.parquet", "lightcurves", "Variability"),
+        ProductKind("ese_candidates", "variability", "ese_candidates.csv", "lightcurves", "EseCandidates"),
+        ProductKind("ese_plot", "variability", "ese_candidates.png", "lightcurves"),
+        # One mosaic: results/mosaics/{tier}/{mosaic}<suffix>.
+        ProductKind("mosaic_plan", "mosaics/{tier}", "{mosaic}.plan.json", "plan_mosaic", "MosaicPlan"),
+        ProductKind("mosaic", "mosaics/{tier}", "{mosaic}.fits", "build_mosaic", "Mosaic"),
+        ProductKind("mosaic_noise", "mosaics/{tier}", "{mosaic}.noise.fits", "build_mosaic"),
+        ProductKind("mosaic_weights", "mosaics/{tier}", "{mosaic}.weights.fits", "build_mosaic"),
+        ProductKind("mosaic_qa", "mosaics/{tier}", "{mosaic}.qa.png", "qa_mosaic", "MosaicQA"),
+    )
+}
+
+#: The products of one mosaic, by kind (what ``results/mosaics/{tier}/`` holds).
+MOSAIC_PRODUCTS = tuple(k for k, v in PRODUCTS.items() if v.folder == "mosaics/{tier}")
+
+#: Folder of the report's tables and figures (rule summary) under results_dir.
+REPORT_FOLDER = "report"
+
+
+def kind_of(kind: str) -> ProductKind:
     try:
-        folder, template = PRODUCTS[kind]
+        return PRODUCTS[kind]
     except KeyError:
         raise ValueError(f"unknown product kind {kind!r}; known: {sorted(PRODUCTS)}") from None
-    return os.path.join(os.fspath(results_dir), folder, template.format(group=_group_id(group)))
+
+
+def path_of(results_dir: str | os.PathLike, kind: str, **wildcards: str) -> str:
+    """Path of one product from its wildcards, e.g. ``path_of(r, "mosaic", tier="deep", mosaic="latest")``."""
+    return kind_of(kind).path(results_dir, **wildcards)
+
+
+def product_path(results_dir: str | os.PathLike, kind: str, ident: str | datetime) -> str:
+    """Path of one product named by its one identifying wildcard (a group id, a
+    calibrator group, a fan-in name), e.g. ``results/ms/{group}.ms``.
+
+    ``ident`` may be a Snakemake placeholder such as ``"{group}"``.
+    """
+    spec = kind_of(kind)
+    names = spec.wildcards()
+    if len(names) > 1:
+        raise ValueError(f"product kind {kind!r} needs {names}: use path_of()")
+    return spec.path(results_dir, **{n: _group_id(ident) if n in ("group", "calgroup") else str(ident) for n in names})
+
+
+def rule_outputs(results_dir: str | os.PathLike, rule: str, **wildcards: str) -> dict[str, str]:
+    """Every file a rule writes, by kind, plus ``<kind>_sidecar`` for kinds with a sidecar.
+
+    What a rule declares (``output: **naming.rule_outputs(RESULTS, "image", group="{group}")``)
+    and what its stage writes are both this dict.
+    """
+    out: dict[str, str] = {}
+    kinds = [k for k in PRODUCTS.values() if k.rule == rule]
+    if not kinds:
+        raise ValueError(f"no product kind is made by rule {rule!r}")
+    for spec in kinds:
+        out[spec.name] = spec.path(results_dir, **wildcards)
+    for spec in kinds:
+        if spec.sidecar:
+            out[f"{spec.name}_sidecar"] = sidecar_path(out[spec.name])
+    return out
 
 
 def ms_path(results_dir: str | os.PathLike, group: str | datetime) -> str:
@@ -260,7 +338,7 @@ def ms_path(results_dir: str | os.PathLike, group: str | datetime) -> str:
 
 def calflux_path(results_dir: str | os.PathLike) -> str:
     """The calibrator flux monitoring table (one for the whole run)."""
-    return os.path.join(os.fspath(results_dir), "calibration", "calibrator_flux.csv")
+    return path_of(results_dir, "calflux")
 
 
 def mosaic_path(results_dir: str | os.PathLike, tier: str, name: str, kind: str = "mosaic") -> str:
@@ -269,26 +347,87 @@ def mosaic_path(results_dir: str | os.PathLike, tier: str, name: str, kind: str 
     ``kind`` is one of :data:`MOSAIC_PRODUCTS`. ``tier`` and ``name`` are passed
     through unchecked so that Snakemake placeholders such as ``"{tier}"`` work.
     """
+    if kind not in MOSAIC_PRODUCTS:
+        raise ValueError(f"unknown mosaic product kind {kind!r}; known: {sorted(MOSAIC_PRODUCTS)}")
+    return path_of(results_dir, kind, tier=tier, mosaic=name)
+
+
+def report_path(results_dir: str | os.PathLike, name: str) -> str:
+    """A table or figure of the report (rule summary): ``results/report/<name>``."""
+    return os.path.join(os.fspath(results_dir), REPORT_FOLDER, name)
+
+
+_WILDCARD_PATTERNS = {
+    "group": GROUP_PATTERN,
+    "calgroup": GROUP_PATTERN,
+    "name": r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    "tier": "|".join(MOSAIC_TIERS),
+    "mosaic": MOSAIC_NAME_PATTERN,
+}
+
+
+def _regex(spec: ProductKind) -> re.Pattern:
+    """``folder/template`` of a kind as a regex with one named group per wildcard."""
+    text = re.escape(spec.folder + "/" + spec.template)
+    for name in spec.wildcards():
+        text = text.replace(re.escape("{" + name + "}"), f"(?P<{name}>{_WILDCARD_PATTERNS[name]})", 1)
+    return re.compile(r"(?:^|.*/)" + text)
+
+
+_PRODUCT_RES = [(spec, _regex(spec)) for spec in PRODUCTS.values()]
+
+
+def parse_product_path(path: str | os.PathLike) -> tuple[str, dict[str, str]]:
+    """``(kind, wildcards)`` of a product path (or of its sidecar); inverse of :func:`path_of`.
+
+    Raises ValueError for a path that is no product of this pipeline.
+    """
+    text = os.fspath(path).replace(os.sep, "/")
+    if text.endswith(".json") and not text.endswith(".plan.json"):
+        text = text[: -len(".json")]
+    text = text.rstrip("/")
+    for spec, pattern in _PRODUCT_RES:
+        m = pattern.fullmatch(text)
+        if m:
+            return spec.name, m.groupdict()
+    raise ValueError(f"{os.fspath(path)!r} is not the path of a product of this pipeline")
+
+
+def group_of_path(path: str | os.PathLike) -> str | None:
+    """The observation group a product's path names, or None.
+
+    A path under results_dir gives its ``{group}`` (or ``{calgroup}``); any
+    other file whose name starts with a group id and a dot gives that id.
+    """
     try:
-        suffix = MOSAIC_PRODUCTS[kind]
-    except KeyError:
-        raise ValueError(f"unknown mosaic product kind {kind!r}; known: {sorted(MOSAIC_PRODUCTS)}") from None
-    return os.path.join(os.fspath(results_dir), "mosaics", tier, f"{name}{suffix}")
+        _, wildcards = parse_product_path(path)
+    except ValueError:
+        wildcards = {}
+    group = wildcards.get("group") or wildcards.get("calgroup")
+    if group:
+        return group
+    m = re.match(f"({GROUP_PATTERN})[.]", os.path.basename(os.fspath(path)))
+    return m.group(1) if m else None
+
+
+def product_of_sidecar(sidecar: str | os.PathLike) -> str:
+    """The product a sidecar describes: ``<product>.json`` -> ``<product>``."""
+    text = os.fspath(sidecar)
+    if not text.endswith(".json"):
+        raise ValueError(f"{text!r} is not a sidecar (<product>.json)")
+    return text[: -len(".json")]
 
 
 def parse_mosaic_path(path: str | os.PathLike) -> tuple[str, str, str]:
     """``(tier, name, kind)`` of a mosaic product path; inverse of :func:`mosaic_path`."""
-    parts = os.fspath(path).split(os.sep)
-    base = parts[-1]
-    tier = parts[-2] if len(parts) >= 2 else ""
-    if len(parts) < 3 or parts[-3] != "mosaics" or tier not in MOSAIC_TIERS:
-        raise ValueError(f"{os.fspath(path)!r} is not under mosaics/<tier>/ with tier one of {MOSAIC_TIERS}")
-    # Longest suffix first: ".noise.fits" before ".fits".
-    for kind, suffix in sorted(MOSAIC_PRODUCTS.items(), key=lambda item: -len(item[1])):
-        name = base[: -len(suffix)]
-        if base.endswith(suffix) and re.fullmatch(MOSAIC_NAME_PATTERN, name):
-            return tier, name, kind
-    raise ValueError(f"{os.fspath(path)!r} is not a mosaic product name ({MOSAIC_NAME_PATTERN} + a known suffix)")
+    try:
+        kind, wc = parse_product_path(path)
+    except ValueError:
+        kind, wc = None, {}
+    if kind not in MOSAIC_PRODUCTS:
+        raise ValueError(f"{os.fspath(path)!r} is not a mosaic product under mosaics/<tier>/ "
+                         f"(tier one of {MOSAIC_TIERS}, name {MOSAIC_NAME_PATTERN} + a known suffix)")
+    return wc["tier"], wc["mosaic"], kind
 
 
 def sidecar_path(product: str | os.PathLike) -> str:

@@ -28,6 +28,7 @@ from dsa110_contimg.calibration.calibrators import load_calibrators
 from dsa110_contimg.calibration.transits import calibrator_transits
 
 from .. import beam, casa_env, geometry
+from ..config import default
 
 BANDPASS = "bandpass.B"
 GAINS = "gains.G"
@@ -41,15 +42,15 @@ class CalibrationError(RuntimeError):
 class SolveOptions:
     """How to solve."""
 
-    refant: tuple[str, ...] = ()
+    refant: tuple[str, ...] = default("calibration.refant")
     """Reference antenna names in order of preference; empty: the antenna with most data."""
-    flag_rfi: bool = True
+    flag_rfi: bool = default("calibration.flag_rfi")
     """Run CASA flagdata tfcrop on the calibrator data before solving."""
     min_snr: float = 3.0
     """Solutions below this SNR are flagged by CASA."""
-    qa_min_snr: float = 20.0
+    qa_min_snr: float = default("calibration.qa_min_snr")
     """QA fails when the median gain SNR is below this (calibrator absent or too faint)."""
-    qa_max_flagged: float = 0.3
+    qa_max_flagged: float = default("calibration.qa_max_flagged")
     """QA fails when more than this fraction of gain solutions is flagged."""
     qa_max_phase_scatter_deg: float = 20.0
     """QA fails when gain phases jump more than this between integrations (median)."""

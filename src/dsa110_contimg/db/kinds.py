@@ -68,7 +68,7 @@ from .schema import (
 # ------------------------------------------------------------- per group
 
 
-@register_kind("ms", MeasurementSet, time_column="time_start", dec_column="dec_deg")
+@register_kind("ms", time_column="time_start", dec_column="dec_deg")
 def _register_ms(session: Session, reg: Registration) -> Outcome:
     """The group, the raw subband files it was converted from, then the MS row and links."""
     group = reg.group_id()
@@ -86,7 +86,7 @@ def _register_ms(session: Session, reg: Registration) -> Outcome:
     return "updated" if outcome == "unchanged" and changed else outcome
 
 
-@register_kind("caltable", CalTable, time_column="transit_time", dec_column="dec_deg")
+@register_kind("caltable", time_column="transit_time", dec_column="dec_deg")
 def _register_caltable(session: Session, reg: Registration) -> Outcome:
     """A calibration is active when it passed QA, unless its sidecar says ``cal_status``."""
     status = reg.qa.get("cal_status")
@@ -96,12 +96,12 @@ def _register_caltable(session: Session, reg: Registration) -> Outcome:
     return register_standard(session, reg, CalTable, own={"cal_status": status})[0]
 
 
-@register_kind("calibrated", CalibratedMS, time_column="time_start", dec_column="dec_deg")
+@register_kind("calibrated", time_column="time_start", dec_column="dec_deg")
 def _register_calibrated(session: Session, reg: Registration) -> Outcome:
     return register_standard(session, reg, CalibratedMS)[0]
 
 
-@register_kind("image", Image, dec_column="dec_deg")
+@register_kind("image", dec_column="dec_deg")
 def _register_image(session: Session, reg: Registration) -> Outcome:
     require_choice(reg, "grade", reg.qa.get("grade"), GRADES)
     return register_standard(session, reg, Image)[0]
@@ -317,32 +317,32 @@ def register_with_rows(
     return "updated" if outcome == "unchanged" else outcome
 
 
-@register_kind("photometry", Photometry)
+@register_kind("photometry")
 def _register_photometry(session: Session, reg: Registration) -> Outcome:
     return register_with_rows(session, reg, Photometry, MEASUREMENTS, needs_group=True)
 
 
-@register_kind("new_sources", NewSources)
+@register_kind("new_sources")
 def _register_new_sources(session: Session, reg: Registration) -> Outcome:
     return register_with_rows(session, reg, NewSources, NEW_SOURCES, needs_group=True)
 
 
-@register_kind("lightcurves", LightCurves)
+@register_kind("lightcurves")
 def _register_lightcurves(session: Session, reg: Registration) -> Outcome:
     return register_standard(session, reg, LightCurves, needs_group=False)[0]
 
 
-@register_kind("variability", Variability)
+@register_kind("variability")
 def _register_variability(session: Session, reg: Registration) -> Outcome:
     return register_with_rows(session, reg, Variability, VARIABILITY, needs_group=False)
 
 
-@register_kind("ese_candidates", EseCandidates)
+@register_kind("ese_candidates")
 def _register_ese(session: Session, reg: Registration) -> Outcome:
     return register_with_rows(session, reg, EseCandidates, ESE, needs_group=False)
 
 
-@register_kind("calflux", CalFlux)
+@register_kind("calflux")
 def _register_calflux(session: Session, reg: Registration) -> Outcome:
     return register_with_rows(session, reg, CalFlux, CALIBRATOR_FLUX, needs_group=False)
 
@@ -350,17 +350,17 @@ def _register_calflux(session: Session, reg: Registration) -> Outcome:
 # ------------------------------------------------------------------ mosaics
 
 
-@register_kind("mosaic_plan", MosaicPlan, time_column="time_start", dec_column="dec_deg")
+@register_kind("mosaic_plan", time_column="time_start", dec_column="dec_deg")
 def _register_mosaic_plan(session: Session, reg: Registration) -> Outcome:
     return register_standard(session, reg, MosaicPlan, needs_group=False)[0]
 
 
-@register_kind("mosaic", Mosaic, time_column="time_start", dec_column="dec_deg")
+@register_kind("mosaic", time_column="time_start", dec_column="dec_deg")
 def _register_mosaic(session: Session, reg: Registration) -> Outcome:
     return register_standard(session, reg, Mosaic, needs_group=False)[0]
 
 
-@register_kind("mosaic_qa", MosaicQA)
+@register_kind("mosaic_qa")
 def _register_mosaic_qa(session: Session, reg: Registration) -> Outcome:
     require_choice(reg, "grade", reg.qa.get("grade"), GRADES)
     return register_standard(session, reg, MosaicQA, needs_group=False)[0]

@@ -76,7 +76,7 @@ class Registration:
             raise SidecarError(path, "a sidecar file name must end in .json")
         record = read_sidecar(path) if record is None else validate_sidecar(record, path)
         workdir = Path(record.get("workdir") or Path.cwd())
-        return cls(record, path.with_name(path.name[: -len(".json")]), path, workdir)
+        return cls(record, Path(naming.product_of_sidecar(path)), path, workdir)
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Registration:
@@ -159,12 +159,22 @@ KINDS: dict[str, Kind] = {}
 
 def register_kind(
     name: str,
-    model: type[Product],
+    model: type[Product] | None = None,
     *,
     time_column: str | None = None,
     dec_column: str | None = None,
 ) -> Callable[[Handler], Handler]:
-    """Decorator: ``handler(session, registration) -> outcome`` registers sidecars of ``name``."""
+    """Decorator: ``handler(session, registration) -> outcome`` registers sidecars of ``name``.
+
+    A product kind of the pipeline takes its model from the product registry
+    (:data:`dsa110_contimg.naming.PRODUCTS`); ``model`` is for kinds beyond it.
+    """
+    if model is None:
+        from . import schema
+
+        model = getattr(schema, naming.kind_of(name).model or "", None)
+        if model is None:
+            raise ValueError(f"product kind {name!r} has no database model in naming.PRODUCTS")
     identity = model.__mapper__.polymorphic_identity
     if identity != name:
         raise ValueError(f"model {model.__name__} has polymorphic identity {identity!r}, not {name!r}")
@@ -491,7 +501,7 @@ def _resolve_inputs(session: Session, paths: list[Path]) -> dict[str, tuple[int 
     for path in paths:
         own = [str(path)]
         if path.suffix == ".json":
-            own.append(str(path)[: -len(".json")])
+            own.append(naming.product_of_sidecar(path))
         parents = [str(p) for p in path.parents if p != Path(p.anchor)]
         candidates[str(path)] = (own, parents)
     every = sorted({c for own, parents in candidates.values() for c in (*own, *parents)})

@@ -159,14 +159,14 @@ def calibration_timeline(
     """
     obs = list(obs)
     cals = {}
-    folder = Path(results_dir) / naming.PRODUCTS["caltable"][0]
+    folder = Path(naming.product_path(results_dir, "caltable", "x")).parent
     for sidecar in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
             qa = read_sidecar(sidecar).get("qa") or {}
         except SidecarError:
             continue  # a sidecar being written; the next run draws it
         if "valid_start" in qa and "valid_end" in qa:
-            cals[sidecar.stem] = (_time(qa["valid_start"]), _time(qa["valid_end"]), qa.get("calibrator", ""),
+            cals[naming.group_of_path(sidecar)] = (_time(qa["valid_start"]), _time(qa["valid_end"]), qa.get("calibrator", ""),
                                   bool(qa.get("passed", True)))
     fig, ax = _figure("Calibration validity", "time (UTC)", "calibration (calibrator transit group)")
     names = sorted(cals)
@@ -340,13 +340,14 @@ def throughput(bench: pd.DataFrame, n_imaged: int, path: str | os.PathLike) -> d
 def mosaic_frame(previews: Iterable[str | os.PathLike]) -> pd.DataFrame:
     """One row per mosaic QA preview (``*.qa.png``): tier, name and the QA figures of its sidecar."""
     rows = []
-    for sidecar in (Path(naming.sidecar_path(p)) for p in sorted(map(str, previews))):
+    for preview in sorted(map(str, previews)):
         try:
-            qa = read_sidecar(sidecar).get("qa") or {}
+            qa = read_sidecar(naming.sidecar_path(preview)).get("qa") or {}
         except SidecarError:
             continue
+        tier, name, _ = naming.parse_mosaic_path(preview)
         rows.append({
-            "tier": qa.get("tier", sidecar.parent.name), "mosaic": qa.get("name", sidecar.name.split(".")[0]),
+            "tier": qa.get("tier", tier), "mosaic": qa.get("name", name),
             "rms (mJy/beam)": _round(qa.get("rms_jy"), 1e3, 3),
             "noise ratio": _round(qa.get("noise_ratio"), 1, 3),
             "dynamic range": _round(qa.get("dynamic_range"), 1, 0),

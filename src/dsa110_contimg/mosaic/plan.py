@@ -288,8 +288,7 @@ def _is_group(text: str) -> bool:
 
 
 def _group_of(image: str | os.PathLike) -> str:
-    base = os.path.basename(os.fspath(image))
-    return base.split(".")[0] if _is_group(base[:19]) and base[19:20] == "." else base
+    return naming.group_of_path(image) or os.path.basename(os.fspath(image))
 
 
 def _keep(entries: list[ImageEntry], n: int, how: str) -> list[ImageEntry]:

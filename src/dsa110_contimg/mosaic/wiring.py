@@ -226,7 +226,7 @@ class GroupIndex:
     def pointing_ra_deg(self) -> np.ndarray:
         """Apparent RA of the meridian at each group's mid time (deg), computed once."""
         if self._ra is None:
-            from . import geometry
+            from .. import geometry
 
             seconds = np.array([t.timestamp() for t in self.starts], float) + telescope.OBSERVATION_S / 2
             jd = seconds / 86400.0 + 2440587.5

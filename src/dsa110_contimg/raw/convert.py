@@ -24,14 +24,17 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 from astropy.time import Time
 
 from .. import geometry, naming, telescope
+from ..config import default, options
 
 C_M_S = 299792458.0
 # CASA correlation codes for XX, YY (pyuvdata -5, -6).
@@ -46,12 +49,16 @@ class ConversionError(RuntimeError):
 class ConvertOptions:
     """How to convert."""
 
-    telescope_name: str = "OVRO-LWA"
+    telescope_name: str = default("convert.telescope_name")
     """Telescope name written to the MS: one CASA places at the OVRO site."""
-    flag_autocorrelations: bool = True
+    flag_autocorrelations: bool = default("convert.flag_autocorrelations")
     """Keep autocorrelations but flag them, so calibration and imaging skip them."""
     integrations_per_chunk: int = 2
     """Integrations converted at once (about 100 MB of buffers each at full size)."""
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ConvertOptions:
+        return options(cls, config["convert"])
 
 
 @dataclass

@@ -1,42 +1,9 @@
-"""One function per workflow rule: run the science, write the product atomically
-with its sidecar, register it in the database.
+"""One function per workflow rule: the glue between a rule's script and the science.
 
-The Snakemake scripts only call these, so every stage can be run and tested
-without Snakemake. Each stage lives in its own module; this package exports
-the stage functions by rule name, importing a module only when one of its
-stages is asked for (a job pays for its own stage's imports, not for CASA,
-reproject and the rest).
+Each stage builds typed options from the validated config, calls the pure
+science functions of the other subpackages, and writes through the one stage
+wrapper (:func:`.common.stage_run`: log, job record, atomic outputs, sidecar,
+registration). The Snakemake scripts only call these, so every stage can be
+run and tested without Snakemake. One module per rule family; a job imports
+only its own stage's module (and so pays only for its own imports).
 """
-
-from __future__ import annotations
-
-import importlib
-
-#: Rule name -> module (in this package) that holds its stage function.
-STAGES = {
-    "convert": "convert",
-    "solve_calibration": "calibrate",
-    "apply_calibration": "calibrate",
-    "calibrator_flux": "calibrate",
-    "image": "image",
-    "photometry": "photometry",
-    "lightcurves": "photometry",
-    "plan_mosaic": "mosaic",
-    "build_mosaic": "mosaic",
-    "qa_mosaic": "mosaic",
-    "summary": "report",
-}
-
-__all__ = sorted(STAGES)
-
-
-def __getattr__(name: str):
-    try:
-        module = STAGES[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no stage {name!r}") from None
-    function = getattr(importlib.import_module(f".{module}", __name__), name)
-    # Importing the submodule bound its name here (e.g. ``photometry``) to the
-    # module; the stage function of that name takes precedence.
-    globals()[name] = function
-    return function

@@ -1,53 +1,134 @@
-"""Shared helpers of the stage functions: logging to the rule's log file."""
+"""The one wrapper every rule's stage runs in.
+
+``with stage_run(rule, config, wildcards, log) as run:`` gives a stage, in one
+place and always in the same order:
+
+1. logging to the rule's log file (and stderr), start and end lines;
+2. a job record in the product database: running, then success, or failed
+   with the reason (the exception, re-raised);
+3. atomic outputs: ``run.output(path)`` yields a temporary sibling that is
+   renamed into place only when the block succeeds;
+4. sidecars: ``run.publish(product, kind=..., qa=...)`` writes the JSON
+   sidecar after the product is complete and queues the product ...
+5. ... for registration in the database, all at once when the stage's work
+   has succeeded, before the job is recorded as a success.
+
+A stage is then a short function: build typed options from the validated
+config, call pure science functions, write through ``run``. Nothing here
+knows any science.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("dsa110_contimg")
+from .. import provenance
+
+LOGGER = logging.getLogger("dsa110_contimg")
+
+
+def describe(wildcards: Mapping[str, Any]) -> str:
+    """A job's name in log lines: its wildcard values (``all`` for a fan-in)."""
+    return "/".join(str(v) for v in wildcards.values()) or "all"
+
+
+class StageRun:
+    """What a stage writes through: atomic outputs, sidecars, products to register."""
+
+    def __init__(self, rule: str, config: Mapping[str, Any], wildcards: Mapping[str, Any], logger: logging.Logger):
+        self.rule = rule
+        self.config = config
+        self.wildcards = dict(wildcards)
+        self.logger = logger
+        self.started = time.perf_counter()
+        self.published: list[str] = []
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.started
+
+    @contextmanager
+    def output(self, path: str | os.PathLike) -> Iterator[Path]:
+        """A temporary sibling of ``path`` to write; renamed into place on success."""
+        with provenance.atomic_output(path) as tmp:
+            yield tmp
+
+    def publish(
+        self,
+        product: str | os.PathLike,
+        *,
+        kind: str,
+        inputs: Sequence[str | os.PathLike],
+        qa: Mapping[str, Any] | None = None,
+        timings: Mapping[str, float] | None = None,
+        status: str = "ok",
+        group: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Write ``product``'s sidecar (the product is complete) and queue it for registration."""
+        if group is None and kind != "calflux":
+            group = self.wildcards.get("group") or self.wildcards.get("calgroup")
+        provenance.write_sidecar(
+            product, kind=kind, group=group, inputs=[os.fspath(p) for p in inputs], config=dict(self.config),
+            qa=dict(qa or {}), timings=dict(timings or {"wall_s": self.elapsed_s}), status=status,
+            extra=dict(extra) if extra else None,
+        )
+        self.published.append(os.fspath(product))
 
 
 @contextmanager
-def logged(
-    logfile: str | os.PathLike | None,
-    stage: str,
-    what: str,
-    config: Mapping[str, Any] | None = None,
+def stage_run(
+    rule: str,
+    config: Mapping[str, Any],
     wildcards: Mapping[str, Any] | None = None,
-):
-    """Log to ``logfile`` (and stderr) for one stage; the failure reason ends the log.
+    log: str | os.PathLike | None = None,
+    record: bool = True,
+) -> Iterator[StageRun]:
+    """Run one job of ``rule`` (see the module docstring).
 
-    With ``config``, the run is also recorded in the product database's job
-    runs (running, then success or failed with the reason), so operators can
-    see what failed and why without reading logs.
+    ``record=False`` neither records the job nor registers its products (a
+    stage run by hand or by a benchmark, without a database).
     """
+    wildcards = dict(wildcards or {})
+    what = describe(wildcards)
     handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if logfile:
-        os.makedirs(os.path.dirname(os.path.abspath(logfile)), exist_ok=True)
-        handlers.append(logging.FileHandler(logfile, mode="w"))
+    if log:
+        os.makedirs(os.path.dirname(os.path.abspath(log)), exist_ok=True)
+        handlers.append(logging.FileHandler(log, mode="w"))
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
     for h in handlers:
         h.setFormatter(fmt)
-        log.addHandler(h)
-    log.setLevel(logging.INFO)
-    log.info("%s %s: start", stage, what)
+        LOGGER.addHandler(h)
+    logger = LOGGER
+    logger.setLevel(logging.INFO)
+    logger.info("%s %s: start", rule, what)
+    run = StageRun(rule, config, wildcards, logger)
     try:
         with ExitStack() as stack:
-            if config is not None:
+            if record:
                 from ..db import job_run
 
-                stack.enter_context(job_run(config, stage, wildcards or {"group": what}, log=logfile))
-            yield log
+                stack.enter_context(job_run(config, rule, wildcards, log=log))
+            yield run
+            if record and run.published:
+                from ..db import Database
+
+                with Database.from_config(config) as db:
+                    for product in run.published:
+                        db.register_product(product)
+                logger.info("registered %s in the product database", ", ".join(run.published))
     except Exception as exc:
-        log.error("%s %s failed: %s", stage, what, exc)
+        logger.error("%s %s failed: %s", rule, what, exc)
         raise
     else:
-        log.info("%s %s: done", stage, what)
+        logger.info("%s %s: done in %.1f s", rule, what, run.elapsed_s)
     finally:
         for h in handlers:
-            log.removeHandler(h)
+            logger.removeHandler(h)
             h.close()

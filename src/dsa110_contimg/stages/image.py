@@ -16,17 +16,11 @@ from dsa110_contimg.imaging import imager as imaging
 from dsa110_contimg.imaging import primary_beam, thumbnail
 from dsa110_contimg.imaging import qa as image_qa
 
-from .. import naming, provenance
-from ..db import Database
-from .common import logged
+from .. import naming
+from .common import stage_run
 
-#: The products of one image job, by naming kind; ``outputs`` maps each to its path.
-OUTPUT_KINDS = ("image", "residual", "psf", "pb", "pbcor", "thumbnail")
-
-
-def outputs_for(results_dir: str | os.PathLike, group: str) -> dict[str, str]:
-    """The product paths of one group's image job (what the rule declares)."""
-    return {kind: naming.product_path(results_dir, kind, group) for kind in OUTPUT_KINDS}
+#: The products of one image job, by kind (the registry's kinds of rule ``image``).
+OUTPUT_KINDS = tuple(k for k in naming.rule_outputs("", "image", group="g") if not k.endswith("_sidecar"))
 
 
 def _write_fits(path: Path, data: np.ndarray, header, **cards: Any) -> None:
@@ -50,7 +44,7 @@ def image(
     """Rule ``image``: image one calibrated observation; returns the QA figures.
 
     ``outputs`` maps each of :data:`OUTPUT_KINDS` to its path (see
-    :func:`outputs_for`); the QA sidecar (kind ``image``) goes beside
+    :func:`dsa110_contimg.naming.rule_outputs`); the QA sidecar (kind ``image``) goes beside
     ``outputs["image"]`` and the image is registered in the database. Every
     product is written to a temporary name and renamed into place, the sidecar
     last; on any error nothing is replaced or registered. An MS that is fully
@@ -68,7 +62,8 @@ def image(
     opts = imaging.ImagingOptions.from_config(dict(config))
     thresholds = image_qa.GradeThresholds.from_mapping(cfg.get("grade"))
     final = {k: Path(outputs[k]) for k in OUTPUT_KINDS}
-    with logged(log, "image", group) as logger:
+    with stage_run("image", config, {"group": group}, log) as run:
+        logger = run.logger
         t0 = time.perf_counter()
         info = imaging.inspect_ms(ms, data_column=opts.data_column)
         logger.info(
@@ -145,7 +140,7 @@ def image(
                 "pb": pb_file, "pbcor": pbcor_file, "thumbnail": png,
             }
             for kind in OUTPUT_KINDS:
-                with provenance.atomic_output(final[kind]) as tmp:
+                with run.output(final[kind]) as tmp:
                     os.replace(made[kind], tmp)
             imager_log = Path(result.details["imager_log"])
             if imager_log.exists() and log:
@@ -158,15 +153,12 @@ def image(
             "wall_s": wall, "inspect_s": t_inspect - t0, "imager_s": result.wall_s,
             "primary_beam_s": t_pb - t_imager,
         }
-        provenance.write_sidecar(
-            final["image"], kind="image", group=group, inputs=[ms], config=dict(config), qa=qa, timings=timings,
+        run.publish(
+            final["image"], kind="image", inputs=[ms], qa=qa, timings=timings,
             status="ok" if qa["grade"] != "bad" else "failed_qa",
             extra={"products": {k: os.fspath(v) for k, v in final.items()},
                    "options": imaging.options_record(opts)},
         )
-        with Database.from_config(config) as db:
-            db.register_product(final["image"])
         if qa["grade"] == "bad":
             logger.warning("%s is graded bad: %s", final["image"], "; ".join(qa["grade_reasons"]))
-        logger.info("registered %s in the product database (%.1f s in all)", final["image"], wall)
     return qa

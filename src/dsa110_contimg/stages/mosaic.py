@@ -9,26 +9,20 @@ the reasons, so no empty mosaic is ever written or registered.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import naming, provenance
-from ..db import Database
+from .. import naming
 from ..mosaic import build as mosaic_build
 from ..mosaic import plan as mosaic_plan
 from ..mosaic import qa as mosaic_qa
 from ..mosaic import wiring as mosaic_wiring
-from .common import logged
+from .common import stage_run
 
-#: The files rule build_mosaic writes, by naming kind.
-BUILD_KINDS = ("mosaic", "mosaic_noise", "mosaic_weights")
-
-
-def outputs_for(results_dir: str | os.PathLike, tier: str, name: str) -> dict[str, str]:
-    """Every product path of one mosaic, by naming kind (what the rules declare)."""
-    return {kind: naming.mosaic_path(results_dir, tier, name, kind) for kind in naming.MOSAIC_PRODUCTS}
+#: The files rule build_mosaic writes, by kind (the registry's kinds of rule ``build_mosaic``).
+BUILD_KINDS = tuple(k for k in naming.rule_outputs("", "build_mosaic", tier="t", mosaic="m")
+                    if not k.endswith("_sidecar"))
 
 
 def _selection(tier: str, name: str, images: Sequence[str], config: Mapping[str, Any],
@@ -57,8 +51,8 @@ def plan_mosaic(
     """
     if len(images) != len(pbs):
         raise ValueError(f"{len(images)} images but {len(pbs)} primary beams")
-    with logged(log, "plan_mosaic", f"{tier}/{name}") as logger:
-        t0 = time.perf_counter()
+    with stage_run("plan_mosaic", config, {"tier": tier, "mosaic": name}, log) as run:
+        logger = run.logger
         sel = _selection(tier, name, images, config, selection)
         opts = mosaic_wiring.TierOptions.from_config(config["mosaic"]["tiers"][tier])
         result = mosaic_plan.make_plan(sel, opts, list(zip(images, pbs)))
@@ -73,14 +67,9 @@ def plan_mosaic(
             logger.warning("%s: no image passed the selection; build_mosaic will refuse this plan",
                            sel.describe())
         text = result.to_json()
-        with provenance.atomic_output(plan) as tmp:
+        with run.output(plan) as tmp:
             Path(tmp).write_text(text, encoding="utf-8")
-        provenance.write_sidecar(
-            plan, kind="mosaic_plan", inputs=list(images), config=dict(config), qa=summary,
-            timings={"wall_s": time.perf_counter() - t0}, status="ok" if result.images else "empty",
-        )
-        with Database.from_config(config) as db:
-            db.register_product(plan)
+        run.publish(plan, kind="mosaic_plan", inputs=images, qa=summary, status="ok" if result.images else "empty")
     return summary
 
 
@@ -95,23 +84,21 @@ def build_mosaic(plan: str, outputs: Mapping[str, str], config: Mapping[str, Any
     if missing:
         raise ValueError(f"outputs lacks {missing}")
     p = mosaic_plan.Plan.read(plan)
-    with logged(log, "build_mosaic", f"{p.tier}/{p.name}") as logger:
-        t0 = time.perf_counter()
+    with stage_run("build_mosaic", config, {"tier": p.tier, "mosaic": p.name}, log) as run:
+        logger = run.logger
         qa = mosaic_build.build(p, outputs, logger)
-        wall = time.perf_counter() - t0
+        wall = run.elapsed_s
         logger.info("wrote %s: %d images, %d x %d pixels, %.0f%% covered, peak %.3g Jy/beam, "
                     "noise %.3g mJy/beam at best (median %.3g), %.1f s, peak memory %.0f MB",
                     outputs["mosaic"], qa["n_images"], qa["shape"][1], qa["shape"][0],
                     100 * qa["covered_fraction"], qa["peak_jy"], qa["noise_min_jy"] * 1e3,
                     qa["noise_median_jy"] * 1e3, wall, qa["peak_rss_mb"])
-        provenance.write_sidecar(
-            outputs["mosaic"], kind="mosaic", inputs=[plan, *(e.image for e in p.images)], config=dict(config),
+        run.publish(
+            outputs["mosaic"], kind="mosaic", inputs=[plan, *(e.image for e in p.images)],
             qa=qa, timings={"wall_s": wall, "sum_s": qa.pop("sum_s")},
             extra={"products": {k: os.fspath(outputs[k]) for k in BUILD_KINDS},
                    "primary_beams": [e.pb for e in p.images], "options": p.options.record()},
         )
-        with Database.from_config(config) as db:
-            db.register_product(outputs["mosaic"])
     return qa
 
 
@@ -125,16 +112,15 @@ def qa_mosaic(
     """Rule ``qa_mosaic``: mosaic + noise map -> QA figures and grade (sidecar), PNG preview, database row."""
     cfg = config["mosaic"]
     tier, name, _ = naming.parse_mosaic_path(mosaic_fits)
-    with logged(log, "qa_mosaic", f"{tier}/{name}") as logger:
-        t0 = time.perf_counter()
+    with stage_run("qa_mosaic", config, {"tier": tier, "mosaic": name}, log) as run:
+        logger = run.logger
         opts = mosaic_qa.QAOptions.from_config(cfg.get("qa"))
         catalogue, catalogue_name = mosaic_qa.load_reference(config)
         data, sigma, wcs, header = mosaic_qa.read_maps(mosaic_fits, noise)
         qa, sources, matches = mosaic_qa.measure_qa(data, sigma, wcs, header, catalogue, opts)
         qa.update(tier=tier, name=name, reference_catalogue=catalogue_name, n_catalogue=len(catalogue))
-        with provenance.atomic_output(png) as tmp:
+        with run.output(png) as tmp:
             mosaic_qa.render_preview(tmp, data, sigma, qa, matches, f"{tier}/{name}", opts.preview_pixels)
-        wall = time.perf_counter() - t0
         level = logger.warning if qa["grade"] != "good" else logger.info
         level("%s/%s: rms %.3g mJy/beam (uniformity %.2f, measured/map %.2f), peak %.3g Jy/beam, DR %.0f, "
               "%d sources, %d matched, offset %s arcsec, flux ratio %s: grade %s%s", tier, name,
@@ -143,10 +129,7 @@ def qa_mosaic(
               qa["grade"], f" ({'; '.join(qa['grade_reasons'])})" if qa["grade_reasons"] else "")
         path = (config.get("catalogue") or {}).get("path")
         inputs = [mosaic_fits, noise] + ([path] if path else [])
-        provenance.write_sidecar(png, kind="mosaic_qa", inputs=inputs, config=dict(config), qa=qa,
-                                 timings={"wall_s": wall}, status="ok" if qa["grade"] != "bad" else "failed_qa")
-        with Database.from_config(config) as db:
-            db.register_product(png)
+        run.publish(png, kind="mosaic_qa", inputs=inputs, qa=qa, status="ok" if qa["grade"] != "bad" else "failed_qa")
     return qa
 
 

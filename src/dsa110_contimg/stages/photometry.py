@@ -41,8 +41,7 @@ from dsa110_contimg.photometry import forced as phot
 from dsa110_contimg.photometry import variability as var
 
 from .. import naming, provenance
-from ..db import Database
-from .common import logged
+from .common import stage_run
 
 MJD_UNIX_EPOCH = 40587.0
 
@@ -115,7 +114,8 @@ def photometry(
     """
     opts = phot.PhotometryOptions.from_config(config)
     copts = catmod.CatalogueOptions.from_config(config)
-    with logged(log, "photometry", group, config if register else None) as logger:
+    with stage_run("photometry", config, {"group": group}, log, record=register) as run:
+        logger = run.logger
         t0 = time.perf_counter()
         cat = catmod.load_catalogue(copts)
         targets = catmod.flux_cut(cat, copts.flux_min_jy)
@@ -171,25 +171,19 @@ def photometry(
         import pyarrow.parquet as pq
 
         # The image product (what docs/products.md links a measurement to) and the catalogue first.
-        image = str(image_sidecar)[: -len(".json")] if image_sidecar and str(image_sidecar).endswith(".json") else None
+        image = naming.product_of_sidecar(image_sidecar) if image_sidecar else None
         inputs = [p for p in (image, copts.path, pbcor, pb, residual) if p]
-        with provenance.atomic_output(output) as tmp:
+        with run.output(output) as tmp:
             pq.write_table(_measurement_table(meas), tmp)
-        with provenance.atomic_output(new_sources) as tmp:
+        with run.output(new_sources) as tmp:
             cands.to_csv(tmp, index=False)
         wall = time.perf_counter() - t0
         timings = {"wall_s": wall, "read_s": t_read - t0, "forced_s": t_forced - t_read, "blind_s": t_blind - t_forced}
-        config_record = dict(config)
-        provenance.write_sidecar(output, kind="photometry", group=group, inputs=inputs, config=config_record, qa=qa,
-                                 timings=timings, extra={"options": _options_record(opts), "catalogue": str(copts.path)})
-        provenance.write_sidecar(new_sources, kind="new_sources", group=group, inputs=inputs, config=config_record,
-                                 qa={"threshold_sigma": opts.new_source_sigma, "n_candidates": int(len(cands)),
-                                     "n_islands": int(n_islands), "mjd": mjd}, timings=timings)
-        if register:
-            with Database.from_config(config) as db:
-                db.register_product(output)
-                db.register_product(new_sources)
-            logger.info("registered %s and %s (%.1f s in all)", output, new_sources, wall)
+        run.publish(output, kind="photometry", inputs=inputs, qa=qa, timings=timings,
+                    extra={"options": _options_record(opts), "catalogue": str(copts.path)})
+        run.publish(new_sources, kind="new_sources", inputs=inputs,
+                    qa={"threshold_sigma": opts.new_source_sigma, "n_candidates": int(len(cands)),
+                        "n_islands": int(n_islands), "mjd": mjd}, timings=timings)
     return qa
 
 
@@ -332,8 +326,7 @@ def _read_photometry(path: str, logger) -> tuple[pd.DataFrame | None, str | None
 def _group_of(path: str, side: Mapping | None) -> str:
     if side and side.get("group"):
         return str(side["group"])
-    name = Path(path).name
-    return name[: -len(".parquet")] if name.endswith(".parquet") else name
+    return naming.group_of_path(path) or Path(path).name
 
 
 def _sidecar_of(path: str) -> dict | None:
@@ -582,8 +575,8 @@ def build_lightcurves(photometry_files: Sequence[str], outputs: Mapping[str, str
         "scale": scale, "scale_err": fs.scale_err[:n_epochs] if n_epochs else [],
         "n_reference": fs.n_ref[:n_epochs] if n_epochs else [], "image_grade": [e.grade for e in epochs],
     })
-    if "epochs" in outputs:
-        with provenance.atomic_output(outputs["epochs"]) as tmp_t:
+    if "lightcurve_epochs" in outputs:
+        with provenance.atomic_output(outputs["lightcurve_epochs"]) as tmp_t:
             epoch_table.to_csv(tmp_t, index=False)
     if "ese_plot" in outputs:
         _plot_candidates(outputs["ese_plot"], plots, opts)
@@ -665,45 +658,28 @@ def lightcurves(
     """Rule ``lightcurves``: the fan-in over all photometry tables; returns the QA figures.
 
     ``outputs`` maps ``lightcurves``, ``variability``, ``ese_candidates``
-    (and optionally ``epochs``, ``ese_plot``) to paths (see
-    :func:`lightcurve_outputs`). Writes each atomically, then the sidecars,
+    (and optionally ``lightcurve_epochs``, ``ese_plot``) to paths (see
+    :func:`dsa110_contimg.naming.rule_outputs`). Writes each atomically, then the sidecars,
     then registers the three products.
     """
     opts = LightcurveOptions.from_config(config, mem_mb)
-    with logged(log, "lightcurves", "all", config if register else None, {}) as logger:
-        t0 = time.perf_counter()
+    with stage_run("lightcurves", config, {}, log, record=register) as run:
+        logger = run.logger
         qa = build_lightcurves(photometry_files, outputs, opts, logger)
-        wall = time.perf_counter() - t0
-        cfg = dict(config)
+        wall = run.elapsed_s
         timings = {"wall_s": wall, "read_s": qa.pop("read_s"), "lightcurves_s": qa.pop("lightcurves_s")}
         inputs = list(photometry_files)
-        extra = {"epochs_table": outputs.get("epochs"), "ese_plot": outputs.get("ese_plot")}
-        provenance.write_sidecar(outputs["lightcurves"], kind="lightcurves", inputs=inputs, config=cfg, qa=qa,
-                                 timings=timings, extra={k: v for k, v in extra.items() if v})
-        provenance.write_sidecar(outputs["variability"], kind="variability", inputs=[outputs["lightcurves"]], config=cfg,
-                                 qa={"n_sources": qa["n_sources"], "n_variable": qa["n_variable"],
-                                     "systematic_fraction": opts.systematic_fraction, "p_value_max": opts.p_value_max,
-                                     "v_min": opts.v_min}, timings=timings)
-        provenance.write_sidecar(outputs["ese_candidates"], kind="ese_candidates", inputs=[outputs["variability"]],
-                                 config=cfg, qa={"preset": opts.ese_preset, "n_candidates": qa["n_ese_candidates"],
-                                                 "criteria": _options_record(opts.ese)}, timings=timings)
-        if register:
-            with Database.from_config(config) as db:
-                for key in ("lightcurves", "variability", "ese_candidates"):
-                    db.register_product(outputs[key])
-            logger.info("registered the light curves, variability table and ESE candidates (%.1f s in all)", wall)
+        extra = {"epochs_table": outputs.get("lightcurve_epochs"), "ese_plot": outputs.get("ese_plot")}
+        run.publish(outputs["lightcurves"], kind="lightcurves", inputs=inputs, qa=qa, timings=timings,
+                    extra={k: v for k, v in extra.items() if v})
+        run.publish(outputs["variability"], kind="variability", inputs=[outputs["lightcurves"]],
+                    qa={"n_sources": qa["n_sources"], "n_variable": qa["n_variable"],
+                        "systematic_fraction": opts.systematic_fraction, "p_value_max": opts.p_value_max,
+                        "v_min": opts.v_min}, timings=timings)
+        run.publish(outputs["ese_candidates"], kind="ese_candidates", inputs=[outputs["variability"]],
+                    qa={"preset": opts.ese_preset, "n_candidates": qa["n_ese_candidates"],
+                        "criteria": _options_record(opts.ese)}, timings=timings)
     return qa
 
 
-def lightcurve_outputs(results_dir: str | os.PathLike, name: str = "all") -> dict[str, str]:
-    """The products of the fan-in (what rule ``lightcurves`` declares)."""
-    return {
-        "lightcurves": naming.product_path(results_dir, "lightcurves", name),
-        "epochs": naming.product_path(results_dir, "lightcurve_epochs", name),
-        "variability": naming.product_path(results_dir, "variability", name),
-        "ese_candidates": naming.product_path(results_dir, "ese_candidates", name),
-        "ese_plot": naming.product_path(results_dir, "ese_plot", name),
-    }
-
-
-__all__ = ["LightcurveOptions", "build_lightcurves", "lightcurve_outputs", "lightcurves", "photometry"]
+__all__ = ["LightcurveOptions", "build_lightcurves", "lightcurves", "photometry"]

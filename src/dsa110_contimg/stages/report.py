@@ -13,7 +13,7 @@ import pandas as pd
 from dsa110_contimg.monitoring import report
 
 from .. import naming, provenance
-from .common import logged
+from .common import stage_run
 
 
 def _read(path: str | os.PathLike, reader) -> pd.DataFrame | None:
@@ -40,20 +40,30 @@ def _health(config: Mapping[str, Any], groups: Sequence[str]) -> tuple[dict[str,
     return failures, [f"{a['name']}: {a['message']}" for a in health["alerts"]]
 
 
+def pictures_on_disk(results: str, groups: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The thumbnails of ``groups`` and the mosaic QA previews that exist now."""
+    thumbnails = [p for g in groups if os.path.exists(p := naming.product_path(results, "thumbnail", g))]
+    previews = []
+    for png in sorted(Path(results).glob("mosaics/*/*")):
+        try:
+            if naming.parse_mosaic_path(png)[2] == "mosaic_qa":
+                previews.append(str(png))
+        except ValueError:
+            continue  # not a mosaic product (a temporary, a stray file)
+    return thumbnails, previews
+
+
 def summary(
     groups: Sequence[str],
-    thumbnails: Sequence[str],
-    mosaic_previews: Sequence[str],
     outputs: Mapping[str, str],
     config: Mapping[str, Any],
     log: str | None = None,
 ) -> dict[str, Any]:
-    """Write every output of rule summary from the products on disk; returns the figures.
-
-    ``thumbnails`` and ``mosaic_previews`` are the PNGs to show (those that exist).
-    """
+    """Write every output of rule summary from the products on disk now; returns the figures."""
     results = config["results_dir"]
-    with logged(log, "summary", "all") as logger:
+    thumbnails, mosaic_previews = pictures_on_disk(results, groups)
+    with stage_run("summary", config, {}, log) as run:
+        logger = run.logger
         obs = report.observations(results, groups)
         failures, alerts = _health(config, groups)
         frame = report.observations_frame(obs, failures)
@@ -91,7 +101,7 @@ def summary(
                                                       tmp)
         figures["thumbnails"] = _copy_pngs(thumbnails, os.path.basename, outputs["thumbnails"])
         figures["mosaic_previews"] = _copy_pngs(
-            mosaic_previews, lambda p: f"{Path(p).parent.name}-{Path(p).name.removesuffix('.qa.png')}.png",
+            mosaic_previews, lambda p: "{}-{}.png".format(*naming.parse_mosaic_path(p)[:2]),
             outputs["mosaic_previews"])
         from dsa110_contimg.monitoring.status import write_prometheus
 

@@ -1,0 +1,153 @@
+"""The parse-time plan of the workflow: one object the Snakefile builds once.
+
+From the validated config and the names in raw_dir (no file is opened, no
+database or catalogue is read) it answers everything the rules ask: the
+complete observation groups and their subband files, the calibration plan
+(calibrator transits, each group's candidate calibrations), the mosaic wiring
+and the default targets. It is deterministic: the same names and config give
+the same plan, so every Slurm job's own snakemake rebuilds the same DAG
+cheaply. Checks that need a service (database, catalogue) run once per run
+in the Snakefile's ``onstart:`` (:func:`preflight`) or in ``contimg check``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import naming
+from .calibration import plan as calplan
+from .mosaic.wiring import Wiring
+from .raw import grouping
+
+
+class PlanError(ValueError):
+    """The run cannot be planned (missing raw_dir, incomplete groups under policy 'fail')."""
+
+
+def _summarise(names: list[str], limit: int = 10) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+@dataclass
+class RunPlan:
+    """Everything the rules need to know, computed from names and config."""
+
+    config: Mapping[str, Any]
+    grouping: grouping.Grouping
+    groups: dict[str, grouping.Group]
+    calibration: calplan.CalibrationPlan
+    mosaics: Wiring
+    mosaic_targets: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def results(self) -> str:
+        return self.config["results_dir"]
+
+    @property
+    def raw(self) -> str:
+        return self.config["raw_dir"]
+
+    def group(self, group_id: str) -> grouping.Group:
+        """The complete group ``group_id``, or a ValueError saying why it cannot be processed."""
+        try:
+            return self.groups[group_id]
+        except KeyError:
+            known = self.grouping.by_id.get(group_id)
+            if known is not None:
+                raise ValueError(f"group {known.id} cannot be processed: {known.problem()}") from None
+            raise ValueError(f"no observation {group_id} in raw_dir {self.raw!r}") from None
+
+    def subband_files(self, group_id: str) -> list[str]:
+        """Raw files of one group, sb00 (highest frequency) first."""
+        return [os.path.join(self.raw, name) for name in self.group(group_id).ordered_files()]
+
+    def caltables_for(self, group_id: str) -> list[str]:
+        """The group's candidate calibrations, nearest first."""
+        return [naming.product_path(self.results, "caltable", c)
+                for c in self.calibration.candidates.get(group_id, [])]
+
+    def calibration_problem(self, group_id: str) -> str | None:
+        return self.calibration.problems.get(group_id)
+
+    def photometry_enabled(self) -> bool:
+        return bool(self.config["catalogue"]["path"]) and bool(self.groups)
+
+    def targets(self) -> list[str]:
+        """Every final product: images, the calibrator flux table when a calibrator
+        transits, photometry + new sources + the light-curve fan-in when a
+        catalogue is configured, the mosaics of ``mosaic.targets``.
+
+        With no group the target is raw_dir itself (it exists), so Snakemake
+        plans no job at all; an empty target list would still run 'all'.
+        """
+        targets = [naming.product_path(self.results, "image", g) for g in self.groups]
+        if self.calibration.calgroups:
+            targets.append(naming.calflux_path(self.results))
+        if self.photometry_enabled():
+            targets += [naming.product_path(self.results, "ese_candidates", "all"),
+                        naming.product_path(self.results, "variability", "all")]
+            targets += [naming.product_path(self.results, "new_sources", g) for g in sorted(self.groups)]
+        return (targets + self.mosaic_targets) or [self.raw]
+
+
+def build(config: Mapping[str, Any], names: list[str] | None = None) -> RunPlan:
+    """The plan for ``config`` (validated) and the names in its raw_dir (listed when not given)."""
+    raw = config["raw_dir"]
+    if names is None:
+        try:
+            names = grouping.raw_names(raw)
+        except FileNotFoundError:
+            raise PlanError(
+                f"raw_dir {raw!r} does not exist (working directory {os.getcwd()!r}); "
+                "set raw_dir in the config or pass --config raw_dir=PATH"
+            ) from None
+    found = grouping.group_files(names, tolerance_s=config["grouping"]["tolerance_s"],
+                                 n_subbands=config["grouping"]["n_subbands"])
+    try:
+        selection = grouping.select_groups(found, config["grouping"]["incomplete"])
+    except (grouping.GroupingError, naming.RawNameError) as err:
+        raise PlanError(f"raw_dir {raw!r} (grouping.incomplete is 'fail'): {err}") from None
+    groups = {g.id: g for g in selection.groups}
+    notes = []
+    if selection.warning:
+        notes.append(f"WARNING: raw_dir {raw!r}: {selection.warning}")
+    if found.ignored:
+        notes.append(f"ignoring {len(found.ignored)} file(s) in raw_dir {raw!r} that are not observations: "
+                     f"{_summarise(sorted(found.ignored))}")
+    if not groups:
+        notes.append(f"no complete observation in raw_dir {raw!r}: nothing to do")
+    cal = calplan.plan_calibration(groups, config["pointing"]["dec_deg"], config["calibration"])
+    if cal.calgroups:
+        notes.append("calibrator transits: " + ", ".join(f"{n} in {g}" for g, n in sorted(cal.calgroups.items())))
+    if cal.problems:
+        notes.append(f"WARNING: {len(cal.problems)} group(s) have no calibration and will fail at "
+                     f"apply_calibration: {_summarise(sorted(cal.problems))}")
+    mosaics = Wiring(config["results_dir"], groups, config)
+    mosaic_targets, mosaic_notes = mosaics.targets()
+    return RunPlan(config, found, groups, cal, mosaics, mosaic_targets, notes + mosaic_notes)
+
+
+def preflight(config: Mapping[str, Any]) -> list[str]:
+    """Checks that need a service, run once before any job (``onstart:``, ``contimg check``).
+
+    Returns what was checked; raises :class:`PlanError` naming the problem
+    (the database unreachable or at another schema revision, a catalogue
+    that cannot be read).
+    """
+    from .db import DatabaseError, check_database
+    from .photometry.catalogue import check_catalogue
+
+    try:
+        done = [check_database(config)]
+    except DatabaseError as err:
+        raise PlanError(f"product database: {err}") from None
+    if problem := check_catalogue(config):
+        raise PlanError(f"catalogue: {problem}")
+    if config["catalogue"]["path"]:
+        done.append(f"catalogue {config['catalogue']['path']}: readable")
+    return done

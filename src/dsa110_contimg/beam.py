@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import j1
 
+from .constants import C_M_S
 from .telescope import DISH_DIAMETER_M
-
-C_M_S = 299792458.0
 
 
 def airy_power(theta_rad, freq_hz, diameter_m: float = DISH_DIAMETER_M) -> np.ndarray:

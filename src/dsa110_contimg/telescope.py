@@ -14,6 +14,8 @@ import numpy as np
 from astropy import units as u
 from astropy.coordinates import EarthLocation
 
+from .constants import MJD_ZERO_JD
+
 # Site of the array centre, as written in every file header.
 LATITUDE_DEG = 37.2334051
 LONGITUDE_DEG = -118.283
@@ -41,7 +43,7 @@ FINE_OFFSET = 1024
 N_CHANNELS_FULL = 48
 
 # Fringe-stopping and file uvw reference epoch of the correlator (MJD 58849).
-UVW_REFERENCE_JD = 58849.0 + 2400000.5
+UVW_REFERENCE_JD = 58849.0 + MJD_ZERO_JD
 
 
 def location() -> EarthLocation:

@@ -29,6 +29,7 @@ from dsa110_contimg.calibration.transits import calibrator_transits
 
 from .. import beam, casa_env, geometry
 from ..config import default
+from ..constants import MJD_ZERO_JD, SECONDS_PER_DAY
 
 BANDPASS = "bandpass.B"
 GAINS = "gains.G"
@@ -82,7 +83,7 @@ def read_ms_info(ms: str) -> MsInfo:
         names = list(tb.getcol("NAME"))
         tb.close()
         tb.open(ms)
-        times = np.unique(tb.getcol("TIME")) / 86400.0 + 2400000.5
+        times = np.unique(tb.getcol("TIME")) / SECONDS_PER_DAY + MJD_ZERO_JD
         tb.close()
     except RuntimeError as exc:
         raise CalibrationError(f"{ms}: cannot read the Measurement Set ({exc})") from exc
@@ -136,7 +137,7 @@ def write_model(ms: str, info: MsInfo, cal) -> None:
     tb = ct.table()
     tb.open(ms, nomodify=False)
     try:
-        times = tb.getcol("TIME") / 86400.0 + 2400000.5
+        times = tb.getcol("TIME") / SECONDS_PER_DAY + MJD_ZERO_JD
         t_idx = np.searchsorted(info.times_jd, times)
         rows = tb.nrows()
         step = max(1, rows // info.times_jd.size)

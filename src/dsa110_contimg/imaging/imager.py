@@ -61,7 +61,8 @@ from typing import Any
 
 import numpy as np
 
-C_M_S = 299792458.0
+from ..constants import C_M_S, MJD_ZERO_JD, SECONDS_PER_DAY
+
 ARCSEC = np.pi / 180 / 3600
 
 log = logging.getLogger("dsa110_contimg")
@@ -165,11 +166,11 @@ class MSInfo:
 
     @property
     def mid_jd(self) -> float:
-        return float(self.times_mjd_s.mean() / 86400.0 + 2400000.5)
+        return float(self.times_mjd_s.mean() / SECONDS_PER_DAY + MJD_ZERO_JD)
 
     @property
     def jd(self) -> np.ndarray:
-        return self.times_mjd_s / 86400.0 + 2400000.5
+        return self.times_mjd_s / SECONDS_PER_DAY + MJD_ZERO_JD
 
     @property
     def flagged_fraction(self) -> float:
@@ -590,7 +591,7 @@ def _tclean_child(request_file: str) -> int:
             cta.exportfits(imagename=src, fitsimage=f"{src}.fits", overwrite=True, dropdeg=False)
         keep = {k: summary[k] for k in ("iterdone", "nmajordone", "stopcode", "stopDescription") if k in summary}
         result = {"summary": json.loads(json.dumps(keep, default=str))}
-    except Exception as exc:  # reported to the parent as a clear error
+    except Exception as exc:  # noqa: BLE001 - a process boundary: any CASA failure goes to the parent as text
         result = {"error": f"{type(exc).__name__}: {exc}"}
     print("RESULT=" + json.dumps(result), flush=True)
     return 0

@@ -44,7 +44,7 @@ from scipy import ndimage, optimize
 
 from dsa110_contimg.imaging.imager import beam_inverse_covariance
 
-MAD_TO_SIGMA = 1.482602218505602
+from ..stats import robust_rms
 
 
 @dataclass(frozen=True)
@@ -62,15 +62,6 @@ class GradeThresholds:
     def from_mapping(cls, values: dict | None) -> GradeThresholds:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in (values or {}).items() if k in known})
-
-
-def robust_rms(values: np.ndarray) -> float:
-    """1.4826 x median absolute deviation from the median of the finite values."""
-    v = np.asarray(values, float).ravel()
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return float("nan")
-    return float(MAD_TO_SIGMA * np.median(np.abs(v - np.median(v))))
 
 
 def count_islands(image: np.ndarray, threshold: float, region: np.ndarray | None = None) -> int:

@@ -50,7 +50,7 @@ def render(
     from matplotlib.figure import Figure
     from matplotlib.patches import Ellipse
 
-    from dsa110_contimg.imaging.qa import robust_rms
+    from dsa110_contimg.stats import robust_rms
 
     with fits.open(image_fits) as hdul:
         header = hdul[0].header

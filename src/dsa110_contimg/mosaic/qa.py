@@ -159,7 +159,7 @@ def measure_qa(data: np.ndarray, noise: np.ndarray, wcs, header, catalogue, opts
     """
     from scipy import ndimage
 
-    from dsa110_contimg.imaging.qa import robust_rms
+    from dsa110_contimg.stats import robust_rms
 
     covered = np.isfinite(data) & np.isfinite(noise) & (noise > 0)
     if not covered.any():
@@ -209,7 +209,7 @@ def measure_qa(data: np.ndarray, noise: np.ndarray, wcs, header, catalogue, opts
             astrometry_offset_arcsec=math.hypot(dra, ddec), median_ra_offset_arcsec=dra,
             median_dec_offset_arcsec=ddec, median_separation_arcsec=float(np.median(good.sep_arcsec)),
             flux_ratio=float(np.median(ratio)),
-            flux_ratio_scatter=float(1.4826 * np.median(np.abs(ratio - np.median(ratio)))),
+            flux_ratio_scatter=robust_rms(ratio),
         )
     qa["grade"], qa["grade_reasons"] = grade(qa, opts)
     return qa, sources, matches

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 
 from .. import naming, telescope
+from ..constants import MJD_UNIX_EPOCH, MJD_ZERO_JD, SECONDS_PER_DAY
 from . import _DAY, _HOUR, MosaicError
 
 # ------------------------------------------------------------------ options
@@ -155,7 +156,7 @@ def _parse_time(text: Any, key: str) -> datetime | None:
         return naming._utc(text)
     for fmt in (naming.TIMESTAMP_FORMAT, _DAY, "%Y-%m-%dT%H:%M", _HOUR):
         try:
-            return datetime.strptime(str(text), fmt).replace(tzinfo=timezone.utc)
+            return datetime.strptime(str(text), fmt).replace(tzinfo=UTC)
         except ValueError:
             continue
     raise MosaicError(f"{key}: {text!r} is not a UTC time YYYY-MM-DD[THH:MM:SS]")
@@ -186,7 +187,7 @@ def selection_for(tier: str, name: str, mosaic_cfg: Mapping[str, Any], newest: d
         return Selection(tier, name, end - window, end)
     for fmt, span in ((_DAY, timedelta(days=1)), (_HOUR, timedelta(hours=1))):
         try:
-            start = datetime.strptime(name, fmt).replace(tzinfo=timezone.utc)
+            start = datetime.strptime(name, fmt).replace(tzinfo=UTC)
         except ValueError:
             continue
         return Selection(tier, name, start, start + span)
@@ -229,7 +230,7 @@ class GroupIndex:
             from .. import geometry
 
             seconds = np.array([t.timestamp() for t in self.starts], float) + telescope.OBSERVATION_S / 2
-            jd = seconds / 86400.0 + 2440587.5
+            jd = seconds / SECONDS_PER_DAY + MJD_UNIX_EPOCH + MJD_ZERO_JD
             self._ra = np.degrees(geometry.lst(jd)) if jd.size else np.zeros(0)
         return self._ra
 

@@ -100,7 +100,7 @@ def read_table(path: str | os.PathLike, fmt: str = "auto") -> pd.DataFrame:
         return frame
     except CatalogueError:
         raise
-    except Exception as exc:  # noqa: BLE001 - every reader error is a bad catalogue file
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # what the CSV/FITS/VOTable readers raise
         raise CatalogueError(f"catalogue {path}: cannot read it as {kind}: {exc}") from exc
 
 
@@ -113,7 +113,7 @@ def _angles(values: pd.Series, hours: bool, what: str, path: Path) -> np.ndarray
     text = values.astype(str).str.strip().str.replace(r"[\s]+", ":", regex=True)
     try:
         angle = Angle(text.to_numpy(), unit="hourangle" if hours else "deg")
-    except Exception as exc:  # noqa: BLE001
+    except (ValueError, TypeError) as exc:
         raise CatalogueError(f"catalogue {path}: column for {what} is neither degrees nor sexagesimal: {exc}") from None
     return np.asarray(angle.deg, float)
 

@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from ..stats import robust_rms
+
 
 @dataclass(frozen=True)
 class EseCriteria:
@@ -126,7 +128,7 @@ def error_scale(f, s) -> float:
     if f.size < 3:
         return 1.0
     d = np.diff(f) / np.sqrt(s[1:] ** 2 + s[:-1] ** 2)
-    return max(1.0, 1.4826 * float(np.median(np.abs(d - np.median(d)))))
+    return max(1.0, robust_rms(d))
 
 
 def find_dips(mjd, flux, err, criteria: EseCriteria) -> list[Dip]:

@@ -51,8 +51,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..constants import MAD_TO_SIGMA
+from ..stats import robust_rms
+
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
-MAD_TO_SIGMA = 1.482602218505602
 
 
 class Flag(enum.IntFlag):
@@ -194,12 +196,6 @@ def beam_fwhm_pixels(wcs, beam: Beam) -> float:
 
 
 # ------------------------------------------------------------ local noise
-
-
-def robust_rms(values: np.ndarray, axis=None) -> np.ndarray:
-    """1.4826 x median absolute deviation from the median (NaNs ignored)."""
-    med = np.nanmedian(values, axis=axis, keepdims=True)
-    return MAD_TO_SIGMA * np.nanmedian(np.abs(values - med), axis=axis)
 
 
 def _offsets_in_annulus(r_in: float, r_out: float) -> tuple[np.ndarray, np.ndarray]:
@@ -751,5 +747,4 @@ __all__ = [
     "noise_autocorrelation",
     "prepare",
     "read_fits_image",
-    "robust_rms",
 ]

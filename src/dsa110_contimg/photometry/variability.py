@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..constants import MAD_TO_SIGMA
+
 # --------------------------------------------------------- one light curve
 
 
@@ -212,7 +214,7 @@ def _median_by(keys: np.ndarray, values: np.ndarray, n_keys: int) -> tuple[np.nd
     d = dev[order]
     mad = np.full(n_keys, np.nan)
     mad[has] = 0.5 * (d[lo[has]] + d[hi[has]])
-    return med, 1.4826 * mad, counts
+    return med, MAD_TO_SIGMA * mad, counts
 
 
 def flux_scale(epoch: np.ndarray, source: np.ndarray, flux: np.ndarray, n_epochs: int, *,

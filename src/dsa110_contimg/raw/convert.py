@@ -35,8 +35,8 @@ from astropy.time import Time
 
 from .. import geometry, naming, telescope
 from ..config import default, options
+from ..constants import C_M_S
 
-C_M_S = 299792458.0
 # CASA correlation codes for XX, YY (pyuvdata -5, -6).
 XX_YY = np.array([-5, -6])
 

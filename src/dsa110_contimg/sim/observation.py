@@ -18,7 +18,7 @@ import argparse
 import json
 import os
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import h5py
@@ -29,8 +29,8 @@ from astropy.time import Time
 from dsa110_contimg.calibration.calibrators import load_calibrators
 
 from .. import beam, geometry, naming, telescope
+from ..constants import C_M_S
 
-C_M_S = 299792458.0
 REFERENCE_FREQ_HZ = 1.4e9
 
 
@@ -343,7 +343,7 @@ def simulate_span(
     starts = observation_starts(opts)
     gains = GainModel.draw(rng, Time(starts[0]).jd, opts.correlator_gain, opts.gains)
     written, rows = [], []
-    for k, start in enumerate(starts):
+    for _k, start in enumerate(starts):
         obs = simulate_observation(opts, start, sky, gains, rng)
         jitter = rng.uniform(0, opts.jitter_s, len(opts.subbands))
         names = {}
@@ -385,7 +385,7 @@ def simulate_span(
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``contimg simulate``."""
-    d = SimOptions(start=datetime(2025, 6, 15, tzinfo=timezone.utc))
+    d = SimOptions(start=datetime(2025, 6, 15, tzinfo=UTC))
     p.add_argument("--out", required=True, help="folder for the UVH5 files (raw/)")
     p.add_argument("--truth", default=None, help="folder for the ground truth (default: OUT/../truth)")
     p.add_argument("--start", required=True, help="UTC start, e.g. 2025-06-15T06:00:00 (use dates in 2025)")

@@ -31,15 +31,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..constants import MJD_UNIX_EPOCH
+
 SIDEREAL_DAY_S = 86164.0905
-MJD_UNIX_EPOCH = 40587.0
 KINDS = ("steady", "ese", "flare", "scintillating")
 
 # ------------------------------------------------------------- profiles
@@ -236,12 +237,12 @@ def catalogue_of(pop: pd.DataFrame) -> pd.DataFrame:
 
 def mjd_of(dt: datetime) -> float:
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.timestamp() / 86400.0 + MJD_UNIX_EPOCH
 
 
 def datetime_of(mjd: float) -> datetime:
-    return datetime.fromtimestamp((mjd - MJD_UNIX_EPOCH) * 86400.0, tz=timezone.utc)
+    return datetime.fromtimestamp((mjd - MJD_UNIX_EPOCH) * 86400.0, tz=UTC)
 
 
 def strip_starts(first: datetime, n_days: int, every_days: int = 1) -> list[datetime]:

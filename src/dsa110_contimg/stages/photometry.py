@@ -41,9 +41,8 @@ from dsa110_contimg.photometry import forced as phot
 from dsa110_contimg.photometry import variability as var
 
 from .. import naming, provenance
+from ..constants import MJD_UNIX_EPOCH
 from .common import stage_run
-
-MJD_UNIX_EPOCH = 40587.0
 
 # ============================================================ photometry
 
@@ -305,11 +304,12 @@ class _Epoch:
 
 def _read_photometry(path: str, logger) -> tuple[pd.DataFrame | None, str | None]:
     """The columns the fan-in needs, or (None, why not)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         schema = pq.read_schema(path)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is skipped, never fatal
+    except (OSError, pa.ArrowException) as exc:  # an unreadable file is skipped, never fatal
         return None, f"cannot read: {exc}"
     missing = [c for c in REQUIRED if c not in schema.names]
     if missing:
@@ -318,7 +318,7 @@ def _read_photometry(path: str, logger) -> tuple[pd.DataFrame | None, str | None
                         "snr", "mjd") if c in schema.names]
     try:
         frame = pq.read_table(path, columns=cols).to_pandas()
-    except Exception as exc:  # noqa: BLE001
+    except (OSError, pa.ArrowException) as exc:
         return None, f"cannot read: {exc}"
     return frame, None
 
@@ -356,8 +356,8 @@ def build_lightcurves(photometry_files: Sequence[str], outputs: Mapping[str, str
     for path in files:
         try:
             total += pq.read_metadata(path).num_rows
-        except Exception:  # noqa: BLE001 - reported when the file is read
-            pass
+        except (OSError, pa.ArrowException):
+            pass  # reported when the file is read
     budget = opts.memory_mb * 2**20
     n_buckets = max(1, math.ceil(total * _BYTES_PER_ROW_WORKING / (0.75 * budget)))
     spill_dir = Path(workdir or Path(outputs["lightcurves"]).parent)

@@ -1,4 +1,4 @@
-# make demo | make test | make report | make dag | make rulegraph | make clean-demo | make slurm-up | make demo-slurm
+# make demo | make test (lint + pytest) | make lint | make report | make dag | make rulegraph | make clean-demo | make slurm-up | make demo-slurm
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 
@@ -13,7 +13,7 @@ TARGET ?=
 # Where `make report` writes the Snakemake report of CONFIGFILE's run.
 REPORT ?= $(if $(filter config/demo.yaml,$(CONFIGFILE)),demo/report.html,report.html)
 
-.PHONY: venv demo demo-raw test report dag rulegraph clean-demo slurm-up slurm-down slurm-status demo-slurm
+.PHONY: venv demo demo-raw lint test report dag rulegraph clean-demo slurm-up slurm-down slurm-status demo-slurm
 
 venv: $(STAMP)
 
@@ -23,7 +23,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e '.[test]'
 	@touch $@
 
-test: venv
+# Static checks: ruff (config in pyproject.toml), snakefmt and snakemake --lint.
+lint: venv
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/snakefmt --check Snakefile rules
+	@mkdir -p .lint/raw
+	$(BIN)/snakemake --lint --config raw_dir=.lint/raw results_dir=.lint/results
+
+test: lint
 	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS)
 
 # Simulated raw data for the demo, made once.

@@ -43,6 +43,6 @@ onstart:
 
 
 rule all:
+    default_target: True
     input:
         PLAN.targets(),
-    default_target: True

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +114,7 @@ def make_images(folder: Path, n_days: int, npix: int, cell: float, seed: int = 1
         for k, (model, header, pbfile, ra) in enumerate(models):
             # Day d's observation of pointing k: one sidereal day later each day, 309 s apart.
             g = naming.format_timestamp(
-                datetime.fromtimestamp(day0 + d * 86164.1 + k * 309.2 + 8 * 3600, timezone.utc))
+                datetime.fromtimestamp(day0 + d * 86164.1 + k * 309.2 + 8 * 3600, UTC))
             image = folder / f"{g}.image.fits"
             pb = folder / f"{g}.pb.fits"
             if not (image.exists() and Path(str(image) + ".json").exists()):

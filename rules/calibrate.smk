@@ -10,6 +10,8 @@ rule solve_calibration:
         log_for("solve_calibration", "{calgroup}"),
     benchmark:
         benchmark_for("solve_calibration", "{calgroup}")
+    conda:
+        "../envs/contimg.yaml"
     threads: res("solve_calibration", "threads")
     resources:
         mem_mb=mem_mb("solve_calibration"),
@@ -23,16 +25,18 @@ rule apply_calibration:
         unpack(calibration_inputs),
     output:
         **outputs("apply_calibration", group="{group}"),
-    params:
-        problem=calibration_problem,
     log:
         log_for("apply_calibration", "{group}"),
     benchmark:
         benchmark_for("apply_calibration", "{group}")
+    conda:
+        "../envs/contimg.yaml"
     threads: res("apply_calibration", "threads")
     resources:
         mem_mb=mem_mb("apply_calibration"),
         runtime=res("apply_calibration", "runtime"),
+    params:
+        problem=calibration_problem,
     script:
         "../scripts/apply_calibration.py"
 
@@ -45,5 +49,7 @@ rule calibrator_flux:
     log:
         log_for("calibrator_flux", "all"),
     localrule: True
+    conda:
+        "../envs/contimg.yaml"
     script:
         "../scripts/calibrator_flux.py"

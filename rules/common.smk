@@ -28,7 +28,11 @@ wildcard_constraints:
 def outputs(rule, **wildcards):
     """A rule's outputs, from the product registry (folders marked as such)."""
     return {
-        key: directory(path) if key in naming.PRODUCTS and naming.PRODUCTS[key].directory else path
+        key: (
+            directory(path)
+            if key in naming.PRODUCTS and naming.PRODUCTS[key].directory
+            else path
+        )
         for key, path in naming.rule_outputs(RESULTS, rule, **wildcards).items()
     }
 
@@ -39,6 +43,11 @@ def log_for(rule, wildcard):
 
 def benchmark_for(rule, wildcard):
     return naming.benchmark_path(RESULTS, rule, wildcard)
+
+
+def report_file(name):
+    """A table or figure of the report (rule summary)."""
+    return naming.report_path(RESULTS, name)
 
 
 def res(rule, key):
@@ -75,7 +84,10 @@ def calibration_problem(wildcards):
 
 def calibrator_caltables(wildcards):
     """Every calibrator transit's solution: the flux monitor's fan-in."""
-    return [naming.product_path(RESULTS, "caltable", c) for c in sorted(PLAN.calibration.calgroups)]
+    return [
+        naming.product_path(RESULTS, "caltable", c)
+        for c in sorted(PLAN.calibration.calgroups)
+    ]
 
 
 def catalogue_file(wildcards):

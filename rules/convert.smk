@@ -10,6 +10,8 @@ rule convert:
         log_for("convert", "{group}"),
     benchmark:
         benchmark_for("convert", "{group}")
+    conda:
+        "../envs/contimg.yaml"
     threads: res("convert", "threads")
     resources:
         mem_mb=mem_mb("convert"),

@@ -11,6 +11,8 @@ rule image:
         log_for("image", "{group}"),
     benchmark:
         benchmark_for("image", "{group}")
+    conda:
+        "../envs/contimg.yaml"
     threads: res("image", "threads")
     resources:
         mem_mb=mem_mb("image"),

@@ -12,14 +12,18 @@ rule plan_mosaic:
         unpack(mosaic_inputs),
     output:
         **outputs("plan_mosaic", tier="{tier}", mosaic="{mosaic}"),
-    params:
-        selection=lambda wildcards: PLAN.mosaics.selection(wildcards.tier, wildcards.mosaic).to_dict(),
     log:
         log_for("plan_mosaic", "{tier}/{mosaic}"),
+    conda:
+        "../envs/contimg.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=mosaic_resource("runtime"),
+    params:
+        selection=lambda wildcards: PLAN.mosaics.selection(
+            wildcards.tier, wildcards.mosaic
+        ).to_dict(),
     script:
         "../scripts/plan_mosaic.py"
 
@@ -33,6 +37,8 @@ rule build_mosaic:
         log_for("build_mosaic", "{tier}/{mosaic}"),
     benchmark:
         benchmark_for("build_mosaic", "{tier}/{mosaic}")
+    conda:
+        "../envs/contimg.yaml"
     threads: mosaic_resource("threads")
     resources:
         mem_mb=mosaic_resource("mem_mb"),
@@ -50,6 +56,8 @@ rule qa_mosaic:
         **outputs("qa_mosaic", tier="{tier}", mosaic="{mosaic}"),
     log:
         log_for("qa_mosaic", "{tier}/{mosaic}"),
+    conda:
+        "../envs/contimg.yaml"
     threads: 1
     resources:
         mem_mb=mosaic_resource("mem_mb"),

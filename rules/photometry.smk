@@ -17,6 +17,8 @@ rule photometry:
         log_for("photometry", "{group}"),
     benchmark:
         benchmark_for("photometry", "{group}")
+    conda:
+        "../envs/contimg.yaml"
     threads: res("photometry", "threads")
     resources:
         mem_mb=mem_mb("photometry"),
@@ -34,6 +36,8 @@ rule lightcurves:
         log_for("lightcurves", "all"),
     benchmark:
         benchmark_for("lightcurves", "all")
+    conda:
+        "../envs/contimg.yaml"
     threads: res("lightcurves", "threads")
     resources:
         mem_mb=mem_mb("lightcurves"),

@@ -10,10 +10,6 @@
 # (`make report` does both.) It is not part of rule all.
 
 
-def report_file(name):
-    return naming.report_path(RESULTS, name)
-
-
 rule summary:
     output:
         observations=report(
@@ -59,15 +55,17 @@ rule summary:
             category="5. Mosaics",
         ),
         metrics=report_file("metrics.prom"),
-    params:
-        groups=sorted(GROUPS),
     log:
         log_for("summary", "all"),
     benchmark:
         benchmark_for("summary", "all")
     localrule: True
+    conda:
+        "../envs/contimg.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        groups=sorted(GROUPS),
     script:
         "../scripts/summary.py"

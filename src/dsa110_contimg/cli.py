@@ -12,6 +12,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC
 
 import yaml
 
@@ -171,6 +172,14 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
     check.set_defaults(func=cmd_config_check)
 
 
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    help_text = "check that a run can start: config, raw_dir and its groups, database, catalogue"
+    p = sub.add_parser("check", help=help_text, description=help_text.capitalize() + " (what the workflow's "
+                       "onstart does once per run); exit 1 with the problem named.")
+    p.add_argument("--config", default="config/config.yaml", help="pipeline config (default: %(default)s)")
+    p.set_defaults(func=cmd_check)
+
+
 def _add_status(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "status",
@@ -202,6 +211,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     _add_products(sub)
     _add_calibration(sub)
     _add_config(sub)
+    _add_check(sub)
     _add_status(sub)
     return parser
 
@@ -233,11 +243,10 @@ def cmd_groups(args: argparse.Namespace) -> int:
 
 
 def cmd_transits(args: argparse.Namespace) -> int:
-    from datetime import timezone
 
     from dsa110_contimg.calibration.transits import calibrator_transits
 
-    start, end = (t if t.tzinfo else t.replace(tzinfo=timezone.utc) for t in (args.start, args.end))
+    start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (args.start, args.end))
     table = calibrator_transits(start, end, args.dec, args.tolerance)
     if args.raw_dir:
         import numpy as np
@@ -352,6 +361,25 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(cfg, sort_keys=False), end="")
     else:
         print(f"{args.file}: valid")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from dsa110_contimg import run_plan
+
+    cfg = load_config(args.config)
+    try:
+        plan = run_plan.build(cfg)
+        checked = run_plan.preflight(cfg)
+    except run_plan.PlanError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for note in plan.notes:
+        print(note)
+    print(f"raw_dir {cfg['raw_dir']}: {len(plan.groups)} complete observation(s), "
+          f"{len(plan.calibration.calgroups)} calibrator transit(s); {len(plan.targets())} target product(s)")
+    for line in checked:
+        print(line)
     return 0
 
 

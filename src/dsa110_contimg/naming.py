@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -56,8 +56,8 @@ class RawNameError(ValueError):
 
 def _utc(dt: datetime) -> datetime:
     if dt.tzinfo is None:
-        return dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+        return dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
 
 
 def format_timestamp(dt: datetime) -> str:
@@ -73,7 +73,7 @@ def parse_timestamp(text: str) -> datetime:
     """Inverse of :func:`format_timestamp`; raises ValueError on anything else."""
     if not re.fullmatch(GROUP_PATTERN, text):
         raise ValueError(f"{text!r} is not a timestamp of the form YYYY-MM-DDTHH:MM:SS")
-    return datetime.strptime(text, TIMESTAMP_FORMAT).replace(tzinfo=timezone.utc)
+    return datetime.strptime(text, TIMESTAMP_FORMAT).replace(tzinfo=UTC)
 
 
 def format_epoch_seconds(seconds: np.ndarray) -> list[str]:
@@ -119,7 +119,7 @@ def parse_raw_filename(name: str) -> tuple[datetime, int]:
         )
     year, month, day, hour, minute, second, subband = map(int, match.groups())
     try:
-        dt = datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
+        dt = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except ValueError as err:
         raise RawNameError(f"{name!r}: invalid timestamp ({err})") from None
     if subband >= N_SUBBANDS:

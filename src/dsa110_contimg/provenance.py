@@ -196,7 +196,7 @@ def write_sidecar(
         "kind": kind,
         "product": os.fspath(product),
         "group": group,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(),
         "workdir": os.getcwd(),
         "inputs": [os.fspath(p) for p in inputs],
         "config_digest": None if config is None else config_digest(config),

@@ -555,7 +555,7 @@ def job_run(
     If the failure itself cannot be recorded, the job's own exception still
     wins and carries a note saying so.
     """
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     with Database.from_config(config) as db:
         run_id = db.record_job(rule, wildcards, "running", started=started, log=log)
     try:
@@ -565,14 +565,14 @@ def job_run(
             with Database.from_config(config) as db:
                 db.record_job(
                     rule, wildcards, "failed", run_id=run_id,
-                    finished=dt.datetime.now(dt.timezone.utc), message=jobs.failure_message(exc),
+                    finished=dt.datetime.now(dt.UTC), message=jobs.failure_message(exc),
                 )  # fmt: skip
         except (DatabaseError, OSError) as db_exc:
             exc.add_note(f"(the failure could not be recorded in the database: {db_exc})")
         raise
     with Database.from_config(config) as db:
         db.record_job(
-            rule, wildcards, "success", run_id=run_id, finished=dt.datetime.now(dt.timezone.utc)
+            rule, wildcards, "success", run_id=run_id, finished=dt.datetime.now(dt.UTC)
         )
 
 

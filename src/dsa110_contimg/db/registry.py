@@ -210,12 +210,12 @@ def utc_naive(value: str | dt.datetime | None) -> dt.datetime | None:
         return None
     when = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
     if when.tzinfo is not None:
-        when = when.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        when = when.astimezone(dt.UTC).replace(tzinfo=None)
     return when
 
 
 def now() -> dt.datetime:
-    return utc_naive(dt.datetime.now(dt.timezone.utc))
+    return utc_naive(dt.datetime.now(dt.UTC))
 
 
 def coerce(column: Any, value: Any) -> Any:
@@ -392,7 +392,7 @@ def file_state(path: Path) -> dict[str, Any]:
         return {"size_bytes": None, "mtime": None}
     return {
         "size_bytes": st.st_size,
-        "mtime": utc_naive(dt.datetime.fromtimestamp(st.st_mtime, dt.timezone.utc)),
+        "mtime": utc_naive(dt.datetime.fromtimestamp(st.st_mtime, dt.UTC)),
     }
 
 

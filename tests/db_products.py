@@ -75,7 +75,7 @@ def group_at(minutes: float, day: str = "2025-06-15") -> str:
 
 
 def mjd(group: str) -> float:
-    return dt.datetime.fromisoformat(group).replace(tzinfo=dt.timezone.utc).timestamp() / 86400 + MJD_1970
+    return dt.datetime.fromisoformat(group).replace(tzinfo=dt.UTC).timestamp() / 86400 + MJD_1970
 
 
 def make_raw(raw: Path, group: str, subbands=range(16)) -> list[Path]:

@@ -35,6 +35,27 @@ def test_config_check(tmp_path, capsys, repo_root):
     assert "raw_dir: demo/raw" in capsys.readouterr().out
 
 
+def test_check_plans_the_run_and_checks_the_services(tmp_path, capsys):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    touch_observation(raw, datetime(2025, 6, 15, 6))
+    touch_observation(raw, datetime(2025, 6, 15, 6, 5, 9), range(15))
+    catalogue = tmp_path / "sky.csv"
+    catalogue.write_text("name,ra_deg,dec_deg,flux_jy\nA,10.0,30.0,1.5\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"raw_dir: {raw}\nresults_dir: {tmp_path / 'results'}\npointing: {{dec_deg: 30.5}}\n"
+                      f"catalogue: {{path: {catalogue}}}\n")
+    assert cli.main(["check", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "1 complete observation(s)" in out and "incomplete" in out
+    assert "products.sqlite: new (created by the first job)" in out
+    assert f"catalogue {catalogue}: readable" in out
+    assert not (tmp_path / "results").exists(), "a check writes nothing"
+    catalogue.write_text("name,flux\nA,1\n")
+    assert cli.main(["check", "--config", str(config)]) == 1
+    assert "catalogue" in capsys.readouterr().err
+
+
 def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("grouping:\n  incomplete: maybe\n")

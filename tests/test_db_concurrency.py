@@ -80,7 +80,7 @@ def test_32_parallel_jobs_register_every_row_exactly_once(db_url, dirs):
         assert len(db.list_raw_files()) == 2 * (N_WORKERS + 1)
         assert len(db.group_summary()) == N_WORKERS + 1
         assert len(db.job_runs()) == N_WORKERS
-        for group, products in jobs[:3]:
+        for _group, products in jobs[:3]:
             tree = db.provenance(products[-1])
             assert [n.kind for n in tree.walk()][:4] == ["photometry", "image", "calibrated", "ms"]
         assert not db.sync(results, raw).changed

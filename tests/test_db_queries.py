@@ -85,7 +85,9 @@ def test_night_summary_with_job_runs(config, night):
         with job_run(config, "photometry", {"group": DAY1[0]}):
             raise KeyError("flux")
     with job_run(config, "photometry", {"group": DAY1[0]}) as run_id:
-        assert run_id > 0
+        with Database(config["database"]["url"]) as db:
+            (running,) = [r for r in db.job_runs() if r["id"] == run_id]
+        assert running["status"] == "running" and running["rule"] == "photometry" and running["finished"] is None
     record_job(config, "lightcurves", {}, "failed", started="2025-06-15T23:00:00Z",
                message="ValueError: catalogue lacks column flux")  # fmt: skip
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import random
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from dsa110_contimg import naming
 from dsa110_contimg.raw import grouping
 
-T0 = datetime(2025, 6, 15, 6, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 6, 15, 6, 0, 0, tzinfo=UTC)
 CADENCE_S = 309  # one observation about every 309 s
 
 

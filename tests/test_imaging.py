@@ -29,10 +29,12 @@ from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS
 from casacore import tables
+from independent import aperture_power, pointing_separation
 from needs import require_tool
+from pictures import assert_picture
 from simdata import SMALL, point_sky, simulate
 
-from dsa110_contimg import beam, geometry, naming, telescope
+from dsa110_contimg import naming, telescope
 from dsa110_contimg.config import validate_config
 from dsa110_contimg.db import Database
 from dsa110_contimg.imaging import imager as imaging
@@ -100,14 +102,14 @@ def true_fluxes(sky: pd.DataFrame, opts=CORE) -> pd.DataFrame:
 
     apparent = mean over integrations and channels of S(f) A(theta_t, f);
     corrected = apparent / mean A = the band average of S(f) weighted by the beam.
+    The beam and the pointing come from tests/independent.py (astropy frames and
+    the aperture integral), not from the pipeline's geometry and beam modules.
     """
     jd = Time(opts.start).jd + (np.arange(opts.n_int) + 0.5) * telescope.INTEGRATION_S / 86400
-    lst = geometry.lst(jd)
     f = np.concatenate([telescope.subband_frequencies(k, opts.n_chan) for k in opts.subbands])
     ra, dec = np.radians(sky.ra_deg.to_numpy()), np.radians(sky.dec_deg.to_numpy())
-    app_ra, app_dec = geometry.icrs_to_apparent(jd[None, :], ra[:, None], dec[:, None])
-    _, _, n = geometry.direction_cosines(app_ra, app_dec, lst[None, :], np.radians(opts.dec_deg))
-    a = beam.airy_power(np.arccos(np.clip(n, -1, 1))[:, :, None], f[None, None, :])
+    theta = pointing_separation(jd, ra, dec, np.radians(opts.dec_deg))
+    a = aperture_power(theta[:, :, None], f[None, None, :])
     s = sky.flux_jy.to_numpy()[:, None] * (f / REFERENCE_FREQ_HZ)[None, :] ** sky.spectral_index.to_numpy()[:, None]
     out = sky.copy()
     out["apparent_jy"] = (s[:, None, :] * a).mean(axis=(1, 2))
@@ -266,8 +268,7 @@ def test_sources_recovered_in_the_corrected_image(field, field_images, imager):
     for kind, path in run["outputs"].items():
         if kind != "thumbnail":
             assert fits.getheader(path)["NAXIS"] == 2, kind
-    png = open(run["outputs"]["thumbnail"], "rb").read(8)
-    assert png == b"\x89PNG\r\n\x1a\n"
+    assert_picture(run["outputs"]["thumbnail"])
     sidecar = json.loads(open(naming.sidecar_path(run["outputs"]["image"])).read())
     assert sidecar["kind"] == "image" and sidecar["status"] == "ok" and sidecar["qa"]["imager"] == imager
     for key in ("rms_jy", "peak_jy", "dynamic_range", "beam_major_arcsec", "beam_minor_arcsec", "beam_pa_deg",

@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 from db_products import make_chain, make_raw
+from pictures import assert_picture
 from report_check import (
     build_report,
     decoded,
@@ -36,7 +37,7 @@ from dsa110_contimg.calibration import fluxmon
 from dsa110_contimg.config import load_config
 from dsa110_contimg.db import Database
 from dsa110_contimg.monitoring import status
-from dsa110_contimg.provenance import atomic_output, write_sidecar
+from dsa110_contimg.provenance import atomic_output, read_sidecar, write_sidecar
 from dsa110_contimg.raw.grouping import group_files
 
 CONTIMG = Path(sys.executable).with_name("contimg")
@@ -328,14 +329,16 @@ def test_report_of_a_partial_run_opens_in_a_browser(run, snakemake_exe, repo_roo
     assert run["bad"].name in table.loc[bad, "failure"] and "truncated" in table.loc[bad, "failure"]
     for g in good:
         assert table.loc[g, "stage"] == "imaged" and table.loc[g, "calibration"] == run["groups"][2]
-        assert table.loc[g, "grade"] in {"good", "marginal", "bad"} and float(table.loc[g, "rms (mJy/beam)"]) > 0
+        qa = read_sidecar(run["dir"] / "results" / "images" / f"{g}.image.fits.json")["qa"]
+        assert table.loc[g, "grade"] == qa["grade"], "the table shows the image's own QA"
+        assert float(table.loc[g, "rms (mJy/beam)"]) == pytest.approx(qa["rms_jy"] * 1e3, rel=1e-2)
 
     results = report_results(html)
     pngs = {"throughput.png", "calibration_timeline.png", "calibrator_flux.png", "lightcurves.png"}
     thumbnails = {f"{g}.png" for g in good}
     assert pngs | thumbnails | {"observations.html", "mosaics.html"} <= set(results)
     for name in pngs | thumbnails:
-        assert decoded(results[name])[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert_picture(decoded(results[name]))
         assert results[name]["caption"].strip(), f"{name} has no caption"
     # Nothing imaged for mosaics (disabled) and no light curve (the fan-in needs every group): said, not failed.
     assert b"No mosaic has been built" in decoded(results["mosaics.html"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 from mosaic_sim import ImageSpec, primary_beam, random_sources, write_image
+from pictures import assert_picture
 
 from dsa110_contimg import naming
 from dsa110_contimg.config import ConfigError, validate_config
@@ -37,8 +38,8 @@ BEAM_DEG = (SPEC.beam_arcsec / 3600, SPEC.beam_arcsec / 3600, 0.0)
 
 def group(k: int, day: str = "2025-06-15", hour: int = 8) -> str:
     """The k-th observation id of a day, 310 s apart."""
-    t = datetime.fromisoformat(f"{day}T{hour:02d}:00:00").replace(tzinfo=timezone.utc).timestamp() + 310 * k
-    return naming.format_timestamp(datetime.fromtimestamp(t, timezone.utc))
+    t = datetime.fromisoformat(f"{day}T{hour:02d}:00:00").replace(tzinfo=UTC).timestamp() + 310 * k
+    return naming.format_timestamp(datetime.fromtimestamp(t, UTC))
 
 
 def strip(folder: Path, ras, sources, spec=SPEC, **kwargs) -> list[tuple[str, str]]:
@@ -260,7 +261,7 @@ def test_sources_recovered_within_two_percent_and_qa_is_good(tmp_path):
     assert any("flux ratio" in r for r in bad["grade_reasons"]) and any("offset" in r for r in bad["grade_reasons"])
     png = tmp_path / "m.qa.png"
     mosaic_qa.render_preview(png, data, noise, qa, matches, "science/2025-06-15")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert_picture(png)
 
 
 def test_noise_falls_as_one_over_sqrt_n(tmp_path):

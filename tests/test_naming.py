@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import random
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from dsa110_contimg import naming
-
-UTC = timezone.utc
 
 
 def test_timestamp_round_trip_in_utc():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from pictures import assert_picture
 
 from dsa110_contimg import naming
 from dsa110_contimg.monitoring import report
@@ -53,7 +54,7 @@ def test_calibration_timeline_counts_gaps_overlaps_and_uncalibrated(tmp_path):
     figures = report.calibration_timeline(results, obs, tmp_path / "timeline.png")
     # The failed solution is drawn but bridges nothing; the raw-only group is not "uncalibrated" yet.
     assert figures == {"calibrations": 4, "uncalibrated": 1, "gaps": 1, "overlaps": 1}
-    assert (tmp_path / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+    assert_picture(tmp_path / "timeline.png")
 
 
 def test_observation_stage_and_qa_from_the_files(tmp_path):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 
 import h5py
 import numpy as np
@@ -73,7 +73,7 @@ def test_file_names_are_jittered_wall_clock_times(tmp_path):
     for k in range(3):
         times = [sorted(v)[k] for v in stamps.values()]
         start = SMALL.start + timedelta(seconds=k * 6 * telescope.INTEGRATION_S)
-        start = start.replace(microsecond=0, tzinfo=timezone.utc)
+        start = start.replace(microsecond=0, tzinfo=UTC)
         assert all(timedelta(0) <= t - start <= timedelta(seconds=3) for t in times)
 
 

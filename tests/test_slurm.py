@@ -70,7 +70,7 @@ def _snakemake(snakemake_exe, repo_root, workdir: Path, *args, configs=(), timeo
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
-        raise AssertionError(f"snakemake did not finish in {timeout} s:\n{err[-4000:]}")
+        raise AssertionError(f"snakemake did not finish in {timeout} s:\n{err[-4000:]}") from None
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 

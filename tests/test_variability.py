@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from pictures import assert_picture
 
 from dsa110_contimg import naming
 from dsa110_contimg.config import validate_config
@@ -265,7 +266,11 @@ def test_lightcurves_stage_end_to_end_registers_rows(tmp_path):
     config = validate_config({"results_dir": str(results), "database": {"url": f"sqlite:///{tmp_path}/p.sqlite"}})
     outs = lightcurve_outputs(results)
     qa = stage.lightcurves([str(f) for f in files], outs, config, log=str(tmp_path / "lc.log"))
-    assert qa["n_ese_candidates"] >= 3 and (tmp_path / "results" / "variability" / "ese_candidates.png").exists()
+    found = set(pd.read_csv(outs["ese_candidates"]).source)
+    injected = set(pop.name[pop.kind == "ese"])
+    assert len(found & injected) >= 3, "most injected dips are found"
+    assert found <= injected, f"false candidates: {sorted(found - injected)}"
+    assert_picture(tmp_path / "results" / "variability" / "ese_candidates.png")
     with Database.from_config(config) as db:
         lcs = db.list_products(kind="lightcurves")
         assert len(lcs) == 1

@@ -123,3 +123,49 @@ def test_product_paths():
 def test_unknown_product_kind_is_named():
     with pytest.raises(ValueError, match="'mosaic'"):
         naming.product_path("results", "mosaic", "2025-06-15T08:00:03")
+
+
+# ------------------------------------------------------------ the product registry
+
+WILDCARDS = {"group": "2025-06-15T08:00:03", "calgroup": "2025-06-15T07:55:12", "name": "all",
+             "tier": "science", "mosaic": "2025-06-15"}
+
+
+@pytest.mark.parametrize("kind", sorted(naming.PRODUCTS))
+def test_every_product_path_parses_back_to_its_kind_and_wildcards(kind):
+    spec = naming.PRODUCTS[kind]
+    wildcards = {w: WILDCARDS[w] for w in spec.wildcards()}
+    path = naming.path_of("/data/results", kind, **wildcards)
+    assert naming.parse_product_path(path) == (kind, wildcards)
+    assert naming.parse_product_path(naming.sidecar_path(path)) == (kind, wildcards)
+    if "group" in wildcards or "calgroup" in wildcards:
+        assert naming.group_of_path(path) == wildcards.get("group", wildcards.get("calgroup"))
+
+
+def test_rule_outputs_cover_every_kind_once_with_sidecars_of_registered_kinds():
+    rules = {spec.rule for spec in naming.PRODUCTS.values()}
+    seen = []
+    for rule in rules:
+        kinds = [k for k in naming.PRODUCTS if naming.PRODUCTS[k].rule == rule]
+        wildcards = {w: "{" + w + "}" for k in kinds for w in naming.PRODUCTS[k].wildcards()}
+        outputs = naming.rule_outputs("results", rule, **wildcards)
+        seen += [k for k in outputs if not k.endswith("_sidecar")]
+        assert {k[: -len("_sidecar")] for k in outputs if k.endswith("_sidecar")} == {
+            k for k in kinds if naming.PRODUCTS[k].sidecar}
+    assert sorted(seen) == sorted(naming.PRODUCTS)
+
+
+def test_the_database_registers_exactly_the_kinds_with_a_sidecar():
+    from dsa110_contimg.db import KINDS
+
+    with_sidecar = {k for k, spec in naming.PRODUCTS.items() if spec.sidecar}
+    assert set(KINDS) == with_sidecar
+    for kind in with_sidecar:
+        assert KINDS[kind].model.__name__ == naming.PRODUCTS[kind].model
+
+
+def test_paths_that_are_no_product_are_refused():
+    for path in ("results/images/notes.txt", "results/images/2025-06-15T08:00:03.fits",
+                 "results/mosaics/weekly/2025-06-15.fits", "results/ms/2025-06-15T08-00-03.ms"):
+        with pytest.raises(ValueError, match="not the path of a product"):
+            naming.parse_product_path(path)

@@ -410,7 +410,13 @@ def test_stages_write_register_and_refuse_an_empty_plan(tmp_path):
     assert not any(Path(empty[k]).exists() for k in stage.BUILD_KINDS)
     with Database.from_config(config) as db:
         mosaics = db.list_products(kind="mosaic")
+        runs = [(r["rule"], r["status"], r["message"]) for r in db.job_runs()]
     assert [Path(r["path"]).name for r in mosaics] == ["2025-06-15.fits"]
+    # Every stage's run is on record through the one wrapper, the refused build with its reason.
+    assert [(rule, status) for rule, status, _ in runs] == [
+        ("plan_mosaic", "success"), ("build_mosaic", "success"), ("qa_mosaic", "success"),
+        ("plan_mosaic", "success"), ("build_mosaic", "failed")]
+    assert "MosaicError" in runs[-1][2] and "chose no image" in runs[-1][2]
 
 
 # ---------------------------------------------------------------- workflow

@@ -31,12 +31,14 @@ from pathlib import Path
 CHILD = """
 import json, resource, sys, time
 from dsa110_contimg.config import validate_config
-from dsa110_contimg.stages.image import image, outputs_for
+from dsa110_contimg import naming
+from dsa110_contimg.stages.image import OUTPUT_KINDS, image
 ms, results, group, imager, imsize, threads, mem_mb = sys.argv[1:8]
 config = validate_config({"raw_dir": results, "results_dir": results,
                           "imaging": {"imager": imager, "imsize": int(imsize)}})
 t = time.perf_counter()
-qa = image(ms, outputs_for(results, group), group, config, threads=int(threads), mem_mb=int(mem_mb),
+outputs = {k: v for k, v in naming.rule_outputs(results, "image", group=group).items() if k in OUTPUT_KINDS}
+qa = image(ms, outputs, group, config, threads=int(threads), mem_mb=int(mem_mb),
            log=results + "/image-" + imager + ".log")
 wall = time.perf_counter() - t
 self_ru, child_ru = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)

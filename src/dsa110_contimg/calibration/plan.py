@@ -44,7 +44,7 @@ def group_start_jd(group_ids: Iterable[str]) -> dict[str, float]:
     if not ids:
         return {}
     jd = Time([naming.parse_timestamp(g) for g in ids]).jd
-    return dict(zip(ids, np.atleast_1d(jd).tolist()))
+    return dict(zip(ids, np.atleast_1d(jd).tolist(), strict=True))
 
 
 def plan_calibration(group_ids: Iterable[str], dec_deg: float, cfg: Mapping) -> CalibrationPlan:

@@ -15,6 +15,8 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
+REFERENCE_FREQ_HZ = 1.4e9
+
 
 @cache
 def _table() -> pd.DataFrame:
@@ -57,3 +59,21 @@ def spectral_index(name: str, freq_hz: float = 1.4e9) -> float:
     f = np.array([freq_hz / 1.01, freq_hz * 1.01])
     s = flux_density(name, f)
     return float(np.log(s[1] / s[0]) / np.log(f[1] / f[0]))
+
+
+def spectra(sky: pd.DataFrame, freq_hz: np.ndarray) -> np.ndarray:
+    """Flux density (Jy) of every source of ``sky`` at ``freq_hz``, (Nsrc, Nfreq).
+
+    ``sky`` has flux_jy (at 1.4 GHz), spectral_index and optionally
+    flux_standard. A power law, except for flux standards (flux_standard set),
+    whose spectrum is Perley-Butler 2017 scaled to their flux_jy at 1.4 GHz.
+    """
+    freq_hz = np.asarray(freq_hz, float)
+    out = sky.flux_jy.to_numpy(float)[:, None] * (
+        freq_hz[None, :] / REFERENCE_FREQ_HZ) ** sky.spectral_index.to_numpy(float)[:, None]
+    if "flux_standard" in sky:
+        std = sky["flux_standard"].fillna("").astype(str).to_numpy()
+        for i in np.flatnonzero(std != ""):
+            name = sky.name.iloc[i]
+            out[i] = sky.flux_jy.iloc[i] * flux_density(name, freq_hz) / flux_density(name, REFERENCE_FREQ_HZ)
+    return out

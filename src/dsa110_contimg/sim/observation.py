@@ -264,23 +264,6 @@ def calibrator_field(cal, opts: SimOptions) -> pd.DataFrame:
                          "flux_standard": ""})
 
 
-def source_spectra(sky: pd.DataFrame, freq_hz: np.ndarray) -> np.ndarray:
-    """Flux density (Jy) of every sky source at ``freq_hz``, (Nsrc, Nfreq).
-
-    A power law ``flux_jy (f / 1.4 GHz)^spectral_index``, except for flux
-    standards (column ``flux_standard`` set), whose spectrum is Perley-Butler
-    2017 scaled to their ``flux_jy`` at 1.4 GHz.
-    """
-    out = sky.flux_jy.to_numpy(float)[:, None] * (
-        freq_hz[None, :] / REFERENCE_FREQ_HZ) ** sky.spectral_index.to_numpy(float)[:, None]
-    std = sky["flux_standard"].fillna("").astype(str) if "flux_standard" in sky else pd.Series([""] * len(sky))
-    for i in np.flatnonzero(std.to_numpy() != ""):
-        name = sky.name.iloc[i]
-        shape = standards.flux_density(name, freq_hz) / standards.flux_density(name, REFERENCE_FREQ_HZ)
-        out[i] = sky.flux_jy.iloc[i] * shape
-    return out
-
-
 def rfi_mask(opts: SimOptions, n_t: int, n_f: int, rng: np.random.Generator) -> np.ndarray:
     """Which (integration, channel) of one observation carry RFI, (n_t, n_f) bool."""
     mask = np.zeros((n_t, n_f), bool)
@@ -361,7 +344,7 @@ def simulate_observation(opts: SimOptions, start: datetime, sky: pd.DataFrame, g
 
     freqs = {sb: telescope.subband_frequencies(sb, opts.n_chan) for sb in opts.subbands}
     all_f = np.concatenate([freqs[sb] for sb in opts.subbands])
-    spectra = source_spectra(sky, all_f)
+    spectra = standards.spectra(sky, all_f)
     pb = beam.airy_power(theta[:, :, None], all_f[None, None, :])
     amp = spectra[:, None, :] * pb  # (Nsrc, Ntimes, Nfreq), apparent flux
     visible = (n > 0).all(axis=1) & (amp.max(axis=(1, 2)) > 1e-6 * max(opts.flux_min_jy, 1e-3))

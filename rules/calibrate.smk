@@ -4,6 +4,7 @@
 rule solve_calibration:
     input:
         ms=naming.ms_path(RESULTS, "{calgroup}"),
+        catalogue=lambda wildcards: config["catalogue"]["path"] or [],
     output:
         caltable=directory(naming.product_path(RESULTS, "caltable", "{calgroup}")),
         sidecar=naming.sidecar_path(naming.product_path(RESULTS, "caltable", "{calgroup}")),

@@ -249,3 +249,21 @@ def test_flux_monitor_bootstraps_secondaries_and_flags_one_fainter_than_listed(t
     assert table.loc["3C196", "flux_ratio"] == pytest.approx(1.0, abs=0.02)
     assert not table.loc["3C196", "alert"]
     assert np.isnan(table.loc["3C147", "flux_ratio"]) and "flux standard" in table.loc["3C147", "note"]
+    # Bootstrapped: 3C380's gains scaled by the standard's carry the true gains' amplitude (within 1%).
+    from dsa110_contimg.calibration import bootstrap
+
+    by_name = {r["qa"]["calibrator"]: r for r in records}
+    cands = {r["group"]: r["qa"] for r in (by_name["3C380"], by_name["3C147"])}
+    std_group, std_qa = bootstrap.choose_standard(cands, 48.5)
+    assert std_group == by_name["3C147"]["group"]
+    ratio = bootstrap.flux_ratio(by_name["3C380"]["qa"], std_qa)
+    assert ratio == pytest.approx(0.7, abs=0.02)
+    scaled = bootstrap.scaled_caltable(tmp_path / "3C380" / by_name["3C380"]["group"], ratio, tmp_path / "scaled")
+    truth = np.load(tmp_path / "3C380" / "truth" / "gains" / f"{by_name['3C380']['group']}.npz")
+    with tables.table(str(scaled / GAINS), ack=False) as t:
+        g, ant = np.abs(t.getcol("CPARAM")[:, 0, :]), t.getcol("ANTENNA1")
+    with tables.table(str(scaled / BANDPASS), ack=False) as t:
+        bp_mean = {a: np.abs(c).mean(axis=0) for a, c in zip(t.getcol("ANTENNA1"), t.getcol("CPARAM"), strict=True)}
+    measured = np.array([np.median(g[ant == a], axis=0) * bp_mean[a] for a in truth["antennas"]])
+    true = np.median(np.abs(truth["gain"]), axis=1) * np.abs(truth["bandpass"]).mean(axis=1)
+    assert np.median(measured / true) == pytest.approx(1.0, abs=0.01)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dsa110_contimg.calibration import bootstrap
 from dsa110_contimg.calibration import caltables as calibration
 from dsa110_contimg.calibration import fluxmon
 from dsa110_contimg.calibration import plan as calplan
+from dsa110_contimg.calibration.calibrators import load_calibrators
+from dsa110_contimg.calibration.skymodel import SkyModelOptions
 from dsa110_contimg.calibration.transits import NoCalibrationError
+from dsa110_contimg.photometry.catalogue import CatalogueOptions, load_catalogue
 
 from .. import provenance
 from ..db import Database
@@ -23,7 +28,18 @@ def _solve_options(cfg: Mapping[str, Any]) -> calibration.SolveOptions:
         flag_rfi=cfg["flag_rfi"],
         qa_min_snr=cfg["qa_min_snr"],
         qa_max_flagged=cfg["qa_max_flagged"],
+        skymodel=SkyModelOptions.from_config(cfg),
     )
+
+
+def _reference_catalogue(config: Mapping[str, Any], logger):
+    """The reference catalogue (config section catalogue) for the sky model, or None without a path."""
+    opts = CatalogueOptions.from_config(config)
+    if not opts.path:
+        logger.warning("no reference catalogue (catalogue.path): the sky model is the calibrator alone, "
+                       "so its field biases the gains")
+        return None
+    return load_catalogue(opts)
 
 
 def solve_calibration(ms: str, caltable: str, calgroup: str, config: Mapping[str, Any], log: str | None = None) -> dict:
@@ -38,7 +54,9 @@ def solve_calibration(ms: str, caltable: str, calgroup: str, config: Mapping[str
         t0 = time.perf_counter()
         with provenance.atomic_output(caltable) as tmp:
             tmp.mkdir()
-            qa = calibration.solve(ms, tmp, _solve_options(cfg), cfg["dec_tolerance_deg"], log=logger)
+            qa = calibration.solve(ms, tmp, _solve_options(cfg), cfg["dec_tolerance_deg"], log=logger,
+                                   catalogue=_reference_catalogue(config, logger),
+                                   calibrators=load_calibrators(cfg))
         window_d = cfg["max_separation_h"] / 24
         from astropy.time import Time
 
@@ -89,14 +107,39 @@ def apply_calibration(
         caldir = next(Path(p) for p in caltables if Path(p).name == choice.calgroup)
         logger.info("applying %s (%.2f h away)", caldir, choice.separation_h)
         t0 = time.perf_counter()
-        with provenance.atomic_output(calibrated) as tmp:
-            qa = calibration.apply(ms, caldir, str(tmp), width=cfg["average_channels"], log=logger)
-        qa.update(caltable=choice.calgroup, separation_h=choice.separation_h, warning=choice.warning)
+        scaled = Path(f"{calibrated}.fluxscaled")
+        try:
+            use, flux_record = _bootstrapped(caldir, candidates, choice.calgroup, dec, scaled, logger)
+            with provenance.atomic_output(calibrated) as tmp:
+                qa = calibration.apply(ms, use, str(tmp), width=cfg["average_channels"], log=logger)
+        finally:
+            shutil.rmtree(scaled, ignore_errors=True)
+        qa.update(caltable=choice.calgroup, separation_h=choice.separation_h, warning=choice.warning,
+                  flux_bootstrap=flux_record)
         provenance.write_sidecar(calibrated, kind="calibrated", group=group, inputs=[ms, str(caldir)],
                                  config=dict(config), qa=qa, timings={"wall_s": time.perf_counter() - t0})
         with Database.from_config(config) as db:
             db.register_product(calibrated)
     return qa
+
+
+def _bootstrapped(caldir: Path, candidates: dict, chosen: str, dec: float, scaled: Path, logger):
+    """The tables to apply and the flux-scale record: a secondary's gains rescaled to the nearest
+    passing flux-standard solution at this declination among the candidates (:mod:`.bootstrap`)."""
+    qa = candidates[chosen]
+    if qa.get("flux_standard", True):
+        return caldir, {"calibrator": qa.get("calibrator"), "source": "Perley-Butler 2017"}
+    found = bootstrap.choose_standard(candidates, dec)
+    ratio = bootstrap.flux_ratio(qa, found[1]) if found else None
+    if ratio is None:
+        logger.warning("%s: secondary calibrator %s and no flux-standard solution at dec %.2f among the "
+                       "candidates: the flux scale is the VLA list's (approximate)", chosen, qa.get("calibrator"), dec)
+        return caldir, {"calibrator": qa.get("calibrator"), "source": "VLA list (not bootstrapped)"}
+    logger.info("%s: %s bootstrapped from %s (%s): flux %.3f x the list's", chosen, qa.get("calibrator"),
+                found[0], found[1].get("calibrator"), ratio)
+    use = bootstrap.scaled_caltable(caldir, ratio, scaled)
+    return use, {"calibrator": qa.get("calibrator"), "source": "bootstrapped", "standard": found[1].get("calibrator"),
+                 "standard_calgroup": found[0], "flux_ratio": ratio}
 
 
 def calibrator_flux(caltables: Sequence[str], table: str, config: Mapping[str, Any], log: str | None = None):

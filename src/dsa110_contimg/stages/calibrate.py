@@ -8,9 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dsa110_contimg.calibration import bootstrap
+from dsa110_contimg.calibration import bootstrap, fluxmon
 from dsa110_contimg.calibration import caltables as calibration
-from dsa110_contimg.calibration import fluxmon
 from dsa110_contimg.calibration import plan as calplan
 from dsa110_contimg.calibration.calibrators import load_calibrators
 from dsa110_contimg.calibration.skymodel import SkyModelOptions

@@ -39,9 +39,9 @@ def simulate_transit(tmp: Path, name: str, dec_deg: float, **changes) -> tuple[P
     start = Time(tr.transit_jd, format="jd") - OPTS.n_int * 12.884901888 / 2 * u.s
     opts = replace(OPTS, start=start.to_datetime().replace(microsecond=0), dec_deg=dec_deg, **changes)
     files = simulate(tmp, opts)
-    (group,) = group_files([f.name for f in files]).groups
+    group = group_files([f.name for f in files]).groups[0]  # the transit; later ones are targets
     ms = tmp / f"{group.id}.ms"
-    convert_group(files, ms)
+    convert_group([tmp / "raw" / n for n in group.ordered_files()], ms)
     return ms, group.id
 
 

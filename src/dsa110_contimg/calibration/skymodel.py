@@ -90,7 +90,19 @@ def build_model(cal: Mapping | pd.Series, catalogue: pd.DataFrame | None, times_
                  flux_jy=float(cal["flux_jy"]) * (1.0 if is_std else flux_scale),
                  spectral_index=float(alpha) if np.isfinite(alpha) else opts.spectral_index,
                  flux_standard=str(cal.get("flux_standard", "") or ""), role="calibrator")]
-    field = cat[~match]
+    field = catalogue_sources(cat[~match], times_jd, pointing_dec_app, opts)
+    head = pd.DataFrame(rows, columns=MODEL_COLUMNS)
+    return pd.concat([head, field], ignore_index=True) if len(field) else head
+
+
+def catalogue_sources(cat: pd.DataFrame | None, times_jd: np.ndarray, pointing_dec_app: float,
+                      opts: SkyModelOptions) -> pd.DataFrame:
+    """Reference-catalogue sources in the beam (role "field"), columns :data:`MODEL_COLUMNS`:
+    within ``radius_deg`` of the pointing at mid time and at least ``min_apparent_jy`` through the
+    beam at the start, middle or end of the observation. The model of a target field."""
+    if cat is None or not len(cat):
+        return pd.DataFrame(columns=MODEL_COLUMNS)
+    field = cat[np.isfinite(cat.flux_jy.astype(float))]
     if len(field):
         mid = float(np.mean(times_jd))
         p_ra, p_dec = geometry.meridian_icrs(mid, pointing_dec_app)
@@ -102,6 +114,7 @@ def build_model(cal: Mapping | pd.Series, catalogue: pd.DataFrame | None, times_
         peak = beam_track(ends, pointing_dec_app, np.radians(field.ra_deg.to_numpy(float)),
                           np.radians(field.dec_deg.to_numpy(float)), np.array([1.4e9]))[:, :, 0].max(axis=1)
         field = field[field.flux_jy.to_numpy(float) * peak >= opts.min_apparent_jy]
+    rows = []
     for src in field.itertuples():
         a = getattr(src, "spectral_index", np.nan)
         rows.append(dict(name=str(src.name), ra_deg=float(src.ra_deg), dec_deg=float(src.dec_deg),

@@ -23,6 +23,7 @@ rule solve_calibration:
 rule apply_calibration:
     input:
         unpack(calibration_inputs),
+        catalogue=lambda wildcards: config["catalogue"]["path"] or [],
     output:
         ms=directory(naming.product_path(RESULTS, "calibrated", "{group}")),
         sidecar=naming.sidecar_path(naming.product_path(RESULTS, "calibrated", "{group}")),

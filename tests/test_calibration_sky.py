@@ -20,6 +20,7 @@ from astropy.time import Time
 from casacore import tables
 from simdata import SMALL, simulate
 
+from dsa110_contimg.calibration.calibrators import load_calibrators
 from dsa110_contimg.calibration.caltables import BANDPASS, GAINS, SolveOptions, solve
 from dsa110_contimg.calibration.skymodel import SkyModelOptions
 from dsa110_contimg.calibration.transits import calibrator_transits
@@ -55,14 +56,22 @@ def gain_errors(caldir: Path, truth_npz: Path, refant: str) -> tuple[np.ndarray,
     with tables.table(str(caldir / GAINS), ack=False) as t:
         g_raw, g_ant, g_flag_raw = t.getcol("CPARAM"), t.getcol("ANTENNA1"), t.getcol("FLAG")
         g_time = t.getcol("TIME") / 86400.0 + 2400000.5
-    # Integrations flagged whole (impulsive RFI) have no solution row: align on time.
+    # Solutions (per integration or longer; integrations flagged whole by impulsive RFI have
+    # none) interpolated linearly in time to every integration, as applycal does.
     n_ant, n_t = len(truth["antennas"]), truth["jd"].size
     g = np.ones((n_ant, n_t, 2), complex)
-    g_flag = np.ones((n_ant, n_t, 2), bool)
+    g_flag = np.zeros((n_ant, n_t, 2), bool)
     for k, a in enumerate(truth["antennas"]):
         sel = g_ant == a
-        idx = np.abs(g_time[sel][:, None] - truth["jd"][None, :]).argmin(axis=1)
-        g[k, idx], g_flag[k, idx] = g_raw[sel][:, 0, :], g_flag_raw[sel][:, 0, :]
+        for p in range(2):
+            good = ~g_flag_raw[sel][:, 0, p]
+            if good.sum() == 0:
+                g_flag[k, :, p] = True
+                continue
+            t, v = g_time[sel][good], g_raw[sel][good, 0, p]
+            amp = np.interp(truth["jd"], t, np.abs(v))
+            phase = np.interp(truth["jd"], t, np.unwrap(np.angle(v)))
+            g[k, :, p] = amp * np.exp(1j * phase)
     sol = np.stack([b[b_ant == a][0][:, None, :] * g[k][None] for k, a in enumerate(truth["antennas"])])
     flag = np.stack([b_flag[b_ant == a][0][:, None, :] | g_flag[k][None] for k, a in enumerate(truth["antennas"])])
     ratio = sol / np.conj(true)  # CASA gains are the conjugates of the simulator's
@@ -103,3 +112,36 @@ def test_sky_model_recovers_the_true_gains_where_the_calibrator_alone_does_not(t
     assert abs(amp_bias) < 0.003, "flux scale: Perley-Butler 2017 as setjy"
     # Without the field the solutions absorb it: worse by a clear margin.
     assert results["alone"][0] > 1.5 * amp_rms or results["alone"][1] > 1.5 * phase_rms, results
+
+
+@pytest.mark.parametrize(("name", "dec", "amp_max", "phase_max"), [
+    # J0534+194: 6.8 Jy in the list, 0.5 deg off the pointing: the 1% / 1 deg of a standard.
+    ("J0534+194", 20.0, 0.01, 1.0),
+    # J0014+612: 3.85 Jy, 1.3 deg off: ~1.8 Jy in the beam. The per-channel bandpass is then
+    # thermal-noise limited: 0.67 Jy / (1.8 Jy x sqrt(23 baselines x 24 integrations)) / sqrt(2)
+    # ~ 1.1% per antenna and channel at this size, so the bound is 1.5% / 1.5 deg.
+    ("J0014+612", 60.0, 0.015, 1.5),
+])
+def test_declination_without_a_3c_calibrator_is_calibrated_from_the_vla_list(tmp_path, name, dec, amp_max,
+                                                                            phase_max):
+    """A secondary from the VLA list with its field, its true flux ~10% off the list's: the flux
+    fitted against its field puts the gains' absolute scale right within 1%, and the gains are
+    within the bound of the truth."""
+    ms, group = simulate_transit(tmp_path, name, dec)
+    catalogue = load_catalogue(CatalogueOptions(path=str(tmp_path / "truth" / "sky.csv")))
+    sky = pd.read_csv(tmp_path / "truth" / "sky.csv").set_index("name")
+    caldir = tmp_path / "cal"
+    caldir.mkdir()
+    qa = solve(str(ms), caldir, SolveOptions(refant=("26",), skymodel=SKY), catalogue=catalogue)
+    assert qa["passed"], qa["reason"]
+    assert qa["calibrator"] == name and not qa["flux_standard"]
+    listed = load_calibrators().set_index("name").loc[name, "flux_jy"]
+    true_ratio = sky.loc[name, "flux_jy"] / listed
+    assert abs(true_ratio - 1) > 0.03, "the list's flux is off: the fit has something to do"
+    assert qa["flux_fit"]["used"] and qa["flux_fit"]["ratio"] == pytest.approx(true_ratio, rel=0.01)
+    amp, phase = gain_errors(caldir, tmp_path / "truth" / "gains" / f"{group}.npz", qa["refant"])
+    figures = {"median_amp": np.median(amp), "amp_rms": np.sqrt(np.mean(amp**2)),
+               "phase_rms": np.sqrt(np.mean(phase**2))}
+    print(name, {k: round(float(v), 5) for k, v in figures.items()})
+    assert abs(figures["median_amp"]) < 0.01, "absolute scale"
+    assert figures["amp_rms"] < amp_max and figures["phase_rms"] < phase_max

@@ -59,6 +59,12 @@ class SolveOptions:
     """QA fails when gain phases jump more than this between integrations (median)."""
     skymodel: skymodel.SkyModelOptions | None = None
     """What the sky model holds besides the calibrator (None: the calibrator alone)."""
+    gain_solint: str = "int"
+    """CASA solution interval of the complex gains."""
+    faint_gain_solint: str = "60s"
+    """... used instead when the calibrator's apparent flux at transit is below ``faint_below_jy``."""
+    faint_below_jy: float = 5.0
+    """Apparent (beam-attenuated) calibrator flux below which ``faint_gain_solint`` is used."""
 
 
 @dataclass(frozen=True)
@@ -236,6 +242,39 @@ def median_gain_amplitude(caldir: Path) -> dict[str, float]:
     return out
 
 
+def _solve_tables(ms: str, work: str, caldir: Path, refant: str, opts: SolveOptions, solint: str = "int") -> None:
+    """Phase-only gains per integration, bandpass over the observation, then complex gains."""
+    cta = casa_env.casatasks()
+    pre = str(caldir / "phase.G")
+    shutil.rmtree(pre, ignore_errors=True)
+    cta.gaincal(vis=work, caltable=pre, solint="int", calmode="p", refant=refant, minsnr=opts.min_snr)
+    cta.bandpass(vis=work, caltable=str(caldir / BANDPASS), solint="inf", combine="scan", refant=refant,
+                 solnorm=True, minsnr=opts.min_snr, gaintable=[pre])
+    cta.gaincal(vis=work, caltable=str(caldir / GAINS), solint=solint, calmode="ap", refant=refant,
+                minsnr=opts.min_snr, gaintable=[str(caldir / BANDPASS)])
+    for table in (BANDPASS, GAINS):
+        if not (caldir / table).exists():
+            raise CalibrationError(f"{ms}: CASA produced no {table} (no data to solve with?)")
+
+
+def fit_calibrator_flux(work: str, caldir: Path, info: MsInfo, cal, catalogue, sky_opts, flux_scale: float,
+                        max_ratio_err: float = 0.02) -> dict:
+    """The calibrator's flux over its model flux, fitted with its field on the calibrated data.
+
+    ``used`` is True when the fit is good to ``max_ratio_err`` (the field is bright enough).
+    """
+    cta = casa_env.casatasks()
+    cta.applycal(vis=work, gaintable=[str(caldir / BANDPASS), str(caldir / GAINS)], calwt=False,
+                 flagbackup=False, applymode="calonly")
+    model = skymodel.build_model(cal, catalogue, info.times_jd, info.pointing_dec_app, sky_opts, flux_scale)
+    groups = [np.array([0]), np.arange(1, len(model))]
+    a, err = skymodel.fit_scales(work, model, groups, info.pointing_dec_app)
+    ratio = float(a[0] / a[1])
+    ratio_err = float(abs(ratio) * np.hypot(err[0] / a[0], err[1] / a[1]))
+    return {"ratio": ratio, "ratio_err": ratio_err, "calibrator_factor": float(a[0]), "field_factor": float(a[1]),
+            "used": bool(np.isfinite(ratio) and ratio > 0 and ratio_err <= max_ratio_err)}
+
+
 def solve(ms: str, caldir: Path, opts: SolveOptions, dec_tolerance_deg: float = 1.5, log=None,
           catalogue: pd.DataFrame | None = None, calibrators: pd.DataFrame | None = None,
           flux_scale: float = 1.0) -> dict:
@@ -268,15 +307,26 @@ def solve(ms: str, caldir: Path, opts: SolveOptions, dec_tolerance_deg: float = 
         names, counts = antenna_data(work)
         refant = choose_refant(names, counts, opts.refant)
         say(f"reference antenna {refant}; {int((counts > 0).sum())} antennas with data")
-        pre = str(caldir / "phase.G")
-        cta.gaincal(vis=work, caltable=pre, solint="int", calmode="p", refant=refant, minsnr=opts.min_snr)
-        cta.bandpass(vis=work, caltable=str(caldir / BANDPASS), solint="inf", combine="scan", refant=refant,
-                     solnorm=True, minsnr=opts.min_snr, gaintable=[pre])
-        cta.gaincal(vis=work, caltable=str(caldir / GAINS), solint="int", calmode="ap", refant=refant,
-                    minsnr=opts.min_snr, gaintable=[str(caldir / BANDPASS)])
-        for table in (BANDPASS, GAINS):
-            if not (caldir / table).exists():
-                raise CalibrationError(f"{ms}: CASA produced no {table} (no data to solve with?)")
+        apparent = float(cal["flux_jy"]) * (1.0 if is_standard else flux_scale) * float(
+            skymodel.beam_track(info.times_jd, info.pointing_dec_app, np.radians(cal["ra_deg"]),
+                                np.radians(cal["dec_deg"]), np.array([1.4e9])).max())
+        solint = opts.gain_solint if apparent >= opts.faint_below_jy else opts.faint_gain_solint
+        say(f"{cal['name']}: {apparent:.2f} Jy in the beam at transit: gains every {solint}")
+        _solve_tables(ms, work, caldir, refant, opts, solint)
+        fit = None
+        if not is_standard and model_qa["n_components"] > 1:
+            # A secondary's list flux is approximate: fit it against its field (the catalogue's
+            # scale), make the model consistent, solve again. The absolute scale is then set by a
+            # flux standard when applied (bootstrap.py).
+            fit = fit_calibrator_flux(work, caldir, info, cal, catalogue, opts.skymodel, flux_scale)
+            if fit["used"]:
+                say(f"{cal['name']}: flux fitted against its field: {fit['ratio']:.3f} +- {fit['ratio_err']:.3f} "
+                    "x the list's; solving again")
+                flux_scale = flux_scale * fit["ratio"]
+                model_qa = write_model(work, info, cal, catalogue, opts.skymodel, flux_scale)
+                for table in (BANDPASS, GAINS):
+                    shutil.rmtree(caldir / table, ignore_errors=True)
+                _solve_tables(ms, work, caldir, refant, opts, solint)
         qa = solution_qa(caldir, opts, np.flatnonzero(counts > 0))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -289,6 +339,9 @@ def solve(ms: str, caldir: Path, opts: SolveOptions, dec_tolerance_deg: float = 
         calibrator=str(cal["name"]),
         flux_standard=is_standard,
         flux_scale=1.0 if is_standard else float(flux_scale),
+        flux_fit=fit,
+        apparent_jy=apparent,
+        gain_solint=solint,
         skymodel=model_qa,
         refant=refant,
         transit_time=str(transit["transit_utc"]),

@@ -197,3 +197,55 @@ def write_model(ms: str, model: pd.DataFrame, pointing_dec_app: float, beam_on: 
     return {"n_components": len(model), "calibrator_jy_1400": float(model.flux_jy.iloc[0]),
             "field_jy_1400": float(model.flux_jy.iloc[1:].sum()),
             "field_apparent_peak_jy": float(apparent[1:].sum()) if len(model) > 1 else 0.0}
+
+
+def fit_scales(ms: str, model: pd.DataFrame, groups: list[np.ndarray], pointing_dec_app: float,
+               column: str = "CORRECTED_DATA") -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares flux factors of groups of model components in ``column`` of ``ms``.
+
+    Fits ``D = sum_k a_k M_k`` (real a_k) over unflagged cross-correlations,
+    ``M_k`` the prediction (through the beam) of the components ``groups[k]``
+    (index arrays into ``model``). Returns (a, 1-sigma errors from the
+    residual rms). With a calibrated ``column``, a_cal / a_field is the
+    calibrator's flux on the catalogue's scale.
+    """
+    ct = casa_env.casatools()
+    tb = ct.table()
+    tb.open(f"{ms}/FIELD")
+    ra0, dec0 = tb.getcol("PHASE_DIR")[:, 0, 0]
+    tb.close()
+    tb.open(f"{ms}/SPECTRAL_WINDOW")
+    freq = tb.getcol("CHAN_FREQ")[:, 0]
+    tb.close()
+    ra, dec = np.radians(model.ra_deg.to_numpy(float)), np.radians(model.dec_deg.to_numpy(float))
+    lmn = np.column_stack(geometry.direction_cosines(ra, dec, ra0, dec0))
+    spectra = standards.spectra(model, freq)
+    k = len(groups)
+    normal, rhs, dd, n_vis = np.zeros((k, k)), np.zeros(k), 0.0, 0
+    tb.open(ms)
+    try:
+        time_s = tb.getcol("TIME")
+        times = np.unique(time_s)
+        amp = spectra[:, None, :] * beam_track(times / 86400.0 + 2400000.5, pointing_dec_app, ra, dec, freq)
+        rows = tb.nrows()
+        chunk = max(1, int(2e7 // max(1, freq.size * len(model))))
+        for start in range(0, rows, chunk):
+            n = min(chunk, rows - start)
+            cross = tb.getcol("ANTENNA1", start, n) != tb.getcol("ANTENNA2", start, n)
+            uvw = tb.getcol("UVW", start, n).T[cross]
+            t_idx = np.searchsorted(times, time_s[start:start + n][cross])
+            data = tb.getcol(column, start, n)[..., cross]  # (pol, chan, row)
+            ok = ~tb.getcol("FLAG", start, n)[..., cross]
+            preds = [predict(uvw, t_idx, lmn[g], amp[g], freq).T[None] for g in groups]  # (1, chan, row)
+            for i in range(k):
+                rhs[i] += np.sum(np.real(data * np.conj(preds[i]))[ok])
+                for j in range(k):
+                    normal[i, j] += np.sum(np.real(preds[i] * np.conj(preds[j])) * ok)
+            dd += np.sum(np.abs(data[ok]) ** 2)
+            n_vis += int(ok.sum())
+    finally:
+        tb.close()
+    a = np.linalg.solve(normal, rhs)
+    resid = max(dd - 2 * a @ rhs + a @ normal @ a, 0.0)
+    sigma2 = resid / max(1, 2 * n_vis - k) * 2  # per complex visibility
+    return a, np.sqrt(np.diag(np.linalg.inv(normal)) * sigma2 / 2)

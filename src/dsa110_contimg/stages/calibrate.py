@@ -12,7 +12,8 @@ from dsa110_contimg.calibration import bootstrap, fluxmon
 from dsa110_contimg.calibration import caltables as calibration
 from dsa110_contimg.calibration import plan as calplan
 from dsa110_contimg.calibration.calibrators import load_calibrators
-from dsa110_contimg.calibration.skymodel import SkyModelOptions
+from dsa110_contimg.calibration.selfcal import SelfcalOptions, selfcal
+from dsa110_contimg.calibration.skymodel import SkyModelOptions, catalogue_sources
 from dsa110_contimg.calibration.transits import NoCalibrationError
 from dsa110_contimg.photometry.catalogue import CatalogueOptions, load_catalogue
 
@@ -28,6 +29,9 @@ def _solve_options(cfg: Mapping[str, Any]) -> calibration.SolveOptions:
         qa_min_snr=cfg["qa_min_snr"],
         qa_max_flagged=cfg["qa_max_flagged"],
         skymodel=SkyModelOptions.from_config(cfg),
+        gain_solint=cfg["gain_solint"],
+        faint_gain_solint=cfg["faint_gain_solint"],
+        faint_below_jy=cfg["faint_calibrator_jy"],
     )
 
 
@@ -111,6 +115,7 @@ def apply_calibration(
             use, flux_record = _bootstrapped(caldir, candidates, choice.calgroup, dec, scaled, logger)
             with provenance.atomic_output(calibrated) as tmp:
                 qa = calibration.apply(ms, use, str(tmp), width=cfg["average_channels"], log=logger)
+                qa["selfcal"] = _selfcal(str(tmp), config, logger)
         finally:
             shutil.rmtree(scaled, ignore_errors=True)
         qa.update(caltable=choice.calgroup, separation_h=choice.separation_h, warning=choice.warning,
@@ -120,6 +125,21 @@ def apply_calibration(
         with Database.from_config(config) as db:
             db.register_product(calibrated)
     return qa
+
+
+def _selfcal(ms: str, config: Mapping[str, Any], logger) -> dict:
+    """Self-calibrate this job's own calibrated MS against its field's sky model (config calibration.selfcal)."""
+    cfg = config["calibration"]
+    if not cfg["selfcal"]["enabled"]:
+        return {"status": "off"}
+    catalogue = CatalogueOptions.from_config(config)
+    if not catalogue.path:
+        logger.warning("selfcal skipped: no reference catalogue (catalogue.path) for the field's sky model")
+        return {"status": "skipped", "reason": "no catalogue.path"}
+    info = calibration.read_ms_info(ms)
+    model = catalogue_sources(load_catalogue(catalogue), info.times_jd, info.pointing_dec_app,
+                              SkyModelOptions.from_config(cfg))
+    return selfcal(ms, model, info.pointing_dec_app, SelfcalOptions.from_config(cfg), log=logger)
 
 
 def _bootstrapped(caldir: Path, candidates: dict, chosen: str, dec: float, scaled: Path, logger):

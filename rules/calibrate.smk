@@ -4,6 +4,7 @@
 rule solve_calibration:
     input:
         ms=naming.product_path(RESULTS, "ms", "{calgroup}"),
+        catalogue=catalogue_file,
     output:
         **outputs("solve_calibration", calgroup="{calgroup}"),
     log:
@@ -23,6 +24,7 @@ rule solve_calibration:
 rule apply_calibration:
     input:
         unpack(calibration_inputs),
+        catalogue=catalogue_file,
     output:
         **outputs("apply_calibration", group="{group}"),
     log:

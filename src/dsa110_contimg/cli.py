@@ -146,7 +146,13 @@ def _add_calibration(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--start", type=_iso_time, required=True, help="UTC start (YYYY-MM-DD[THH:MM:SS])")
     p.add_argument("--end", type=_iso_time, required=True, help="UTC end")
     p.add_argument("--dec", type=float, required=True, help="pointing declination, deg")
-    p.add_argument("--tolerance", type=float, default=1.5, help="declination tolerance, deg (default: %(default)s)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="declination tolerance, deg (default: calibration.dec_tolerance_deg)")
+    p.add_argument("--config", default=None,
+                   help="pipeline config whose calibration.calibrator_* keys choose the calibrators "
+                   "(default: the schema's defaults)")
+    p.add_argument("--all", action="store_true",
+                   help="list every usable calibrator, however faint in the beam (no calibrator_min_apparent_jy)")
     p.add_argument("--raw-dir", help="also name the observation group holding each transit")
     p.set_defaults(func=cmd_transits)
     f = sub.add_parser(
@@ -243,11 +249,16 @@ def cmd_groups(args: argparse.Namespace) -> int:
 
 
 def cmd_transits(args: argparse.Namespace) -> int:
-
+    from dsa110_contimg.calibration.calibrators import load_calibrators
     from dsa110_contimg.calibration.transits import calibrator_transits
+    from dsa110_contimg.config import load_config, validate_config
 
+    cfg = (load_config(args.config) if args.config else validate_config({}))["calibration"]
+    if args.tolerance is None:
+        args.tolerance = cfg["dec_tolerance_deg"]
     start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (args.start, args.end))
-    table = calibrator_transits(start, end, args.dec, args.tolerance)
+    table = calibrator_transits(start, end, args.dec, args.tolerance, catalogue=load_calibrators(cfg),
+                                min_apparent_jy=0.0 if args.all else cfg["calibrator_min_apparent_jy"])
     if args.raw_dir:
         import numpy as np
 

@@ -4,10 +4,12 @@ Solve (on the calibrator group's MS, in a private copy: CASA writes MODEL_DATA
 and flags into whatever it is given):
 
 1. flag autocorrelations, exact zeros and (optionally) RFI with ``tfcrop``;
-2. model: the calibrator at its catalogue flux and spectrum, predicted with
-   ``ft``, then attenuated per integration and channel by the primary beam at
-   its offset from that integration's pointing (it drifts ~1 deg through the
-   beam during one observation);
+2. model: the sky model of :mod:`.skymodel`: the calibrator (flux standards
+   at Perley-Butler 2017, secondaries at their list flux times a bootstrapped
+   scale) plus the reference-catalogue sources in the beam, each attenuated
+   per integration and channel by the primary beam at its offset from that
+   integration's pointing (the sky drifts ~1 deg through the beam during one
+   observation), predicted exactly into MODEL_DATA;
 3. a phase-only gain per integration, then a bandpass (one solution per
    channel over the whole observation, amplitude normalised), then complex
    gains per integration with the bandpass applied.
@@ -23,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from dsa110_contimg.calibration import skymodel
 from dsa110_contimg.calibration.calibrators import load_calibrators
 from dsa110_contimg.calibration.transits import calibrator_transits
 
@@ -55,6 +59,14 @@ class SolveOptions:
     """QA fails when more than this fraction of gain solutions is flagged."""
     qa_max_phase_scatter_deg: float = 20.0
     """QA fails when gain phases jump more than this between integrations (median)."""
+    skymodel: skymodel.SkyModelOptions | None = None
+    """What the sky model holds besides the calibrator (None: the calibrator alone)."""
+    gain_solint: str = "int"
+    """CASA solution interval of the complex gains."""
+    faint_gain_solint: str = "60s"
+    """... used instead when the calibrator's apparent flux at transit is below ``faint_below_jy``."""
+    faint_below_jy: float = 5.0
+    """Apparent (beam-attenuated) calibrator flux below which ``faint_gain_solint`` is used."""
 
 
 @dataclass(frozen=True)
@@ -108,46 +120,31 @@ def beam_on_source(info: MsInfo, ra: float, dec: float) -> np.ndarray:
     return beam.airy_power(theta[:, None], info.freq_hz[None, :])
 
 
-def calibrator_in_group(info: MsInfo, dec_tolerance_deg: float = 1.5):
-    """The catalogue calibrator transiting during this MS's observation (a table row)."""
+def calibrator_in_group(info: MsInfo, dec_tolerance_deg: float = 1.5, calibrators: pd.DataFrame | None = None):
+    """The catalogue calibrator transiting during this MS's observation that is brightest in the
+    beam (a table row with its name in ``name``); ``calibrators`` defaults to :func:`load_calibrators`."""
+    cat = load_calibrators() if calibrators is None else calibrators
     half = (info.times_jd[-1] - info.times_jd[0]) / 2 + 7 / 86400
     found = calibrator_transits(info.times_jd[0] - half, info.times_jd[-1] + half,
-                                np.degrees(info.pointing_dec_app), tolerance_deg=dec_tolerance_deg)
+                                np.degrees(info.pointing_dec_app), tolerance_deg=dec_tolerance_deg, catalogue=cat)
     if found.empty:
         raise CalibrationError(
             f"no catalogue calibrator within {dec_tolerance_deg} deg of dec "
             f"{np.degrees(info.pointing_dec_app):.2f} transits during this observation"
         )
-    return load_calibrators().set_index("name").loc[found.iloc[0]["name"]]
+    name = found.sort_values("apparent_jy", ascending=False).iloc[0]["name"]
+    return cat.set_index("name").loc[name].to_dict() | {"name": name}
 
 
-def write_model(ms: str, info: MsInfo, cal) -> None:
-    """MODEL_DATA = the calibrator (catalogue flux and spectrum) x primary beam."""
-    ct, cta = casa_env.casatools(), casa_env.casatasks()
-    cl_path = f"{ms}.cl"
-    shutil.rmtree(cl_path, ignore_errors=True)
-    cl = ct.componentlist()
-    cl.addcomponent(dir=f"J2000 {cal.ra_deg}deg {cal.dec_deg}deg", flux=float(cal.flux_jy), fluxunit="Jy",
-                    freq="1.4GHz", shape="point", spectrumtype="spectral index", index=float(cal.spectral_index))
-    cl.rename(cl_path)
-    cl.close()
-    cta.ft(vis=ms, complist=cl_path, usescratch=True)
-    shutil.rmtree(cl_path, ignore_errors=True)
-    pb = beam_on_source(info, np.radians(cal.ra_deg), np.radians(cal.dec_deg))  # (time, chan)
-    tb = ct.table()
-    tb.open(ms, nomodify=False)
-    try:
-        times = tb.getcol("TIME") / SECONDS_PER_DAY + MJD_ZERO_JD
-        t_idx = np.searchsorted(info.times_jd, times)
-        rows = tb.nrows()
-        step = max(1, rows // info.times_jd.size)
-        for start in range(0, rows, step):
-            n = min(step, rows - start)
-            model = tb.getcol("MODEL_DATA", start, n)  # (pol, chan, row)
-            model *= pb[t_idx[start:start + n]].T[None, :, :]
-            tb.putcol("MODEL_DATA", model, start, n)
-    finally:
-        tb.close()
+def write_model(ms: str, info: MsInfo, cal, catalogue: pd.DataFrame | None,
+                opts: skymodel.SkyModelOptions | None, flux_scale: float = 1.0) -> dict:
+    """MODEL_DATA = the sky model (calibrator + catalogue sources in the beam) x primary beam."""
+    sky_opts = opts or skymodel.SkyModelOptions(min_apparent_jy=np.inf, radius_deg=0.0, spectral_index=-0.7)
+    model = skymodel.build_model(cal, catalogue if opts else None, info.times_jd, info.pointing_dec_app,
+                                 sky_opts, flux_scale=flux_scale)
+    summary = skymodel.write_model(ms, model, info.pointing_dec_app)
+    summary["components"] = [f"{r.name} {r.flux_jy:.3f} Jy" for r in model.itertuples()]
+    return summary
 
 
 def antenna_data(ms: str) -> tuple[list[str], np.ndarray]:
@@ -247,18 +244,59 @@ def median_gain_amplitude(caldir: Path) -> dict[str, float]:
     return out
 
 
-def solve(ms: str, caldir: Path, opts: SolveOptions, dec_tolerance_deg: float = 1.5, log=None) -> dict:
+def _solve_tables(ms: str, work: str, caldir: Path, refant: str, opts: SolveOptions, solint: str = "int") -> None:
+    """Phase-only gains per integration, bandpass over the observation, then complex gains."""
+    cta = casa_env.casatasks()
+    pre = str(caldir / "phase.G")
+    shutil.rmtree(pre, ignore_errors=True)
+    cta.gaincal(vis=work, caltable=pre, solint="int", calmode="p", refant=refant, minsnr=opts.min_snr)
+    cta.bandpass(vis=work, caltable=str(caldir / BANDPASS), solint="inf", combine="scan", refant=refant,
+                 solnorm=True, minsnr=opts.min_snr, gaintable=[pre])
+    cta.gaincal(vis=work, caltable=str(caldir / GAINS), solint=solint, calmode="ap", refant=refant,
+                minsnr=opts.min_snr, gaintable=[str(caldir / BANDPASS)])
+    for table in (BANDPASS, GAINS):
+        if not (caldir / table).exists():
+            raise CalibrationError(f"{ms}: CASA produced no {table} (no data to solve with?)")
+
+
+def fit_calibrator_flux(work: str, caldir: Path, info: MsInfo, cal, catalogue, sky_opts, flux_scale: float,
+                        max_ratio_err: float = 0.02) -> dict:
+    """The calibrator's flux over its model flux, fitted with its field on the calibrated data.
+
+    ``used`` is True when the fit is good to ``max_ratio_err`` (the field is bright enough).
+    """
+    cta = casa_env.casatasks()
+    cta.applycal(vis=work, gaintable=[str(caldir / BANDPASS), str(caldir / GAINS)], calwt=False,
+                 flagbackup=False, applymode="calonly")
+    model = skymodel.build_model(cal, catalogue, info.times_jd, info.pointing_dec_app, sky_opts, flux_scale)
+    groups = [np.array([0]), np.arange(1, len(model))]
+    a, err = skymodel.fit_scales(work, model, groups, info.pointing_dec_app)
+    ratio = float(a[0] / a[1])
+    ratio_err = float(abs(ratio) * np.hypot(err[0] / a[0], err[1] / a[1]))
+    return {"ratio": ratio, "ratio_err": ratio_err, "calibrator_factor": float(a[0]), "field_factor": float(a[1]),
+            "used": bool(np.isfinite(ratio) and ratio > 0 and ratio_err <= max_ratio_err)}
+
+
+def solve(ms: str, caldir: Path, opts: SolveOptions, dec_tolerance_deg: float = 1.5, log=None,
+          catalogue: pd.DataFrame | None = None, calibrators: pd.DataFrame | None = None,
+          flux_scale: float = 1.0) -> dict:
     """Solve bandpass and gains on a calibrator group; tables go to ``caldir``.
 
     ``caldir`` must exist and be private to this job (it is the atomic
-    temporary of the product). Returns QA, including the verdict; a failed QA
-    still returns (the caller records it) unless nothing could be solved.
+    temporary of the product). ``catalogue`` is the reference catalogue for
+    the sky model (None: the calibrator alone), ``calibrators`` the calibrator
+    list (default :func:`load_calibrators`), ``flux_scale`` a secondary
+    calibrator's bootstrapped flux over its list flux. Returns QA, including
+    the verdict; a failed QA still returns (the caller records it) unless
+    nothing could be solved.
     """
     cta = casa_env.casatasks()
     say = log.info if log else print
     info = read_ms_info(ms)
-    cal = calibrator_in_group(info, dec_tolerance_deg)
-    say(f"calibrator {cal.name}: {cal.flux_jy} Jy at 1.4 GHz, spectral index {cal.spectral_index}")
+    cal = calibrator_in_group(info, dec_tolerance_deg, calibrators)
+    is_standard = bool(cal.get("flux_standard"))
+    say(f"calibrator {cal['name']}: {cal['flux_jy']:.3f} Jy at 1.4 GHz "
+        + ("(Perley-Butler 2017)" if is_standard else f"(VLA list, x {flux_scale:.3f} bootstrapped)"))
     work = str(caldir / "work.ms")
     shutil.copytree(ms, work)
     try:
@@ -266,33 +304,52 @@ def solve(ms: str, caldir: Path, opts: SolveOptions, dec_tolerance_deg: float = 
         cta.flagdata(vis=work, mode="clip", clipzeros=True, flagbackup=False)
         if opts.flag_rfi:
             cta.flagdata(vis=work, mode="tfcrop", datacolumn="data", flagbackup=False)
-        write_model(work, info, cal)
+        model_qa = write_model(work, info, cal, catalogue, opts.skymodel, flux_scale)
+        say(f"sky model: {model_qa['n_components']} components, {model_qa['field_jy_1400']:.2f} Jy of field sources")
         names, counts = antenna_data(work)
         refant = choose_refant(names, counts, opts.refant)
         say(f"reference antenna {refant}; {int((counts > 0).sum())} antennas with data")
-        pre = str(caldir / "phase.G")
-        cta.gaincal(vis=work, caltable=pre, solint="int", calmode="p", refant=refant, minsnr=opts.min_snr)
-        cta.bandpass(vis=work, caltable=str(caldir / BANDPASS), solint="inf", combine="scan", refant=refant,
-                     solnorm=True, minsnr=opts.min_snr, gaintable=[pre])
-        cta.gaincal(vis=work, caltable=str(caldir / GAINS), solint="int", calmode="ap", refant=refant,
-                    minsnr=opts.min_snr, gaintable=[str(caldir / BANDPASS)])
-        for table in (BANDPASS, GAINS):
-            if not (caldir / table).exists():
-                raise CalibrationError(f"{ms}: CASA produced no {table} (no data to solve with?)")
+        apparent = float(cal["flux_jy"]) * (1.0 if is_standard else flux_scale) * float(
+            skymodel.beam_track(info.times_jd, info.pointing_dec_app, np.radians(cal["ra_deg"]),
+                                np.radians(cal["dec_deg"]), np.array([1.4e9])).max())
+        solint = opts.gain_solint if apparent >= opts.faint_below_jy else opts.faint_gain_solint
+        say(f"{cal['name']}: {apparent:.2f} Jy in the beam at transit: gains every {solint}")
+        _solve_tables(ms, work, caldir, refant, opts, solint)
+        fit = None
+        if not is_standard and model_qa["n_components"] > 1:
+            # A secondary's list flux is approximate: fit it against its field (the catalogue's
+            # scale), make the model consistent, solve again. The absolute scale is then set by a
+            # flux standard when applied (bootstrap.py).
+            fit = fit_calibrator_flux(work, caldir, info, cal, catalogue, opts.skymodel, flux_scale)
+            if fit["used"]:
+                say(f"{cal['name']}: flux fitted against its field: {fit['ratio']:.3f} +- {fit['ratio_err']:.3f} "
+                    "x the list's; solving again")
+                flux_scale = flux_scale * fit["ratio"]
+                model_qa = write_model(work, info, cal, catalogue, opts.skymodel, flux_scale)
+                for table in (BANDPASS, GAINS):
+                    shutil.rmtree(caldir / table, ignore_errors=True)
+                _solve_tables(ms, work, caldir, refant, opts, solint)
         qa = solution_qa(caldir, opts, np.flatnonzero(counts > 0))
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(caldir / "phase.G", ignore_errors=True)
     transit = calibrator_transits(info.times_jd[0] - 0.01, info.times_jd[-1] + 0.01,
-                                  np.degrees(info.pointing_dec_app), 90.0)
-    transit = transit[transit["name"] == cal.name].iloc[0]
+                                  np.degrees(info.pointing_dec_app), 90.0,
+                                  catalogue=load_calibrators() if calibrators is None else calibrators)
+    transit = transit[transit["name"] == cal["name"]].iloc[0]
     qa.update(
-        calibrator=str(cal.name),
+        calibrator=str(cal["name"]),
+        flux_standard=is_standard,
+        flux_scale=1.0 if is_standard else float(flux_scale),
+        flux_fit=fit,
+        apparent_jy=apparent,
+        gain_solint=solint,
+        skymodel=model_qa,
         refant=refant,
         transit_time=str(transit["transit_utc"]),
         transit_jd=float(transit["transit_jd"]),
         dec_deg=float(np.degrees(info.pointing_dec_app)),
-        flux_expected_jy=float(cal.flux_jy),
+        flux_expected_jy=float(cal["flux_jy"]) * (1.0 if is_standard else float(flux_scale)),
         gain_amplitudes=median_gain_amplitude(caldir),
     )
     return qa

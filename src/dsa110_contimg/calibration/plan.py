@@ -2,7 +2,8 @@
 calibrations each observation may use, nearest first.
 
 A pure function of group ids (their start times), the pointing declination and
-config, so the Snakefile can wire every job before anything runs. Whether a
+config (the calibrators are the VLA list under calibration.calibrator_* ; a
+group holding several transits calibrates on the brightest in the beam), so the Snakefile can wire every job before anything runs. Whether a
 solution passes QA is known only after solving, so each observation is given
 its candidates in order of preference; rule apply_calibration takes the first
 that passed (:func:`pick`), or stops with the reason none can be used.
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.time import Time
 
+from dsa110_contimg.calibration.calibrators import load_calibrators
 from dsa110_contimg.calibration.transits import (
     CalInfo,
     Choice,
@@ -42,7 +44,7 @@ def group_start_jd(group_ids: Iterable[str]) -> dict[str, float]:
     if not ids:
         return {}
     jd = Time([naming.parse_timestamp(g) for g in ids]).jd
-    return dict(zip(ids, np.atleast_1d(jd).tolist()))
+    return dict(zip(ids, np.atleast_1d(jd).tolist(), strict=True))
 
 
 def plan_calibration(group_ids: Iterable[str], dec_deg: float, cfg: Mapping) -> CalibrationPlan:
@@ -53,12 +55,14 @@ def plan_calibration(group_ids: Iterable[str], dec_deg: float, cfg: Mapping) -> 
     ids = sorted(starts, key=starts.get)
     start_jd = np.array([starts[g] for g in ids])
     span = telescope.OBSERVATION_S / 86400
-    transits = calibrator_transits(start_jd[0], start_jd[-1] + span, dec_deg, cfg["dec_tolerance_deg"])
+    transits = calibrator_transits(start_jd[0], start_jd[-1] + span, dec_deg, cfg["dec_tolerance_deg"],
+                                   catalogue=load_calibrators(cfg), min_apparent_jy=cfg["calibrator_min_apparent_jy"])
     calgroups: dict[str, str] = {}
+    brightest: dict[str, float] = {}
     for row in transits.itertuples():
         i = np.searchsorted(start_jd, row.transit_jd, side="right") - 1
-        if i >= 0 and row.transit_jd < start_jd[i] + span:
-            calgroups.setdefault(ids[i], row.name)
+        if i >= 0 and row.transit_jd < start_jd[i] + span and row.apparent_jy > brightest.get(ids[i], -1.0):
+            calgroups[ids[i]], brightest[ids[i]] = row.name, row.apparent_jy
     candidates, problems = {}, {}
     limit_days = cfg["max_separation_h"] / 24
     for g in ids:

@@ -24,7 +24,7 @@ from astropy.time import Time
 
 from dsa110_contimg.calibration.calibrators import load_calibrators
 
-from .. import telescope
+from .. import beam, telescope
 
 SECONDS_PER_DAY = 86400.0
 # Sidereal rate: radians of LST per day of UT1 (IERS conventions, ERA rate).
@@ -90,12 +90,17 @@ def calibrator_transits(
     pointing_dec_deg: float,
     tolerance_deg: float = 1.5,
     catalogue: pd.DataFrame | None = None,
+    min_apparent_jy: float = 0.0,
 ) -> pd.DataFrame:
     """Every upper culmination in [start, end] of the catalogue calibrators
     within ``tolerance_deg`` of the pointing declination, sorted by time.
 
     Columns: name, transit_utc (ISO, ms), transit_jd, ra_deg, dec_deg (J2000),
-    flux_jy, separation_deg (|dec - pointing dec|).
+    flux_jy, separation_deg (|dec - pointing dec|), apparent_jy (flux_jy times
+    the primary beam at 1.4 GHz at separation_deg). Calibrators fainter than
+    ``min_apparent_jy`` in the beam are left out. ``catalogue`` defaults to
+    :func:`.calibrators.load_calibrators` (the VLA list under the schema's
+    selection).
 
     Candidate times come from one LST evaluation at ``start`` stepped by a
     sidereal day; two Newton steps on HA = LST - apparent RA (both evaluated at
@@ -108,9 +113,11 @@ def calibrator_transits(
         raise ValueError(f"end ({end}) is before start ({start})")
     cat = load_calibrators() if catalogue is None else catalogue
     sep = (cat["dec_deg"] - pointing_dec_deg).abs()
-    cat = cat[sep <= tolerance_deg].assign(separation_deg=sep[sep <= tolerance_deg])
+    apparent = cat["flux_jy"] * beam.airy_power(np.radians(sep.to_numpy(float)), 1.4e9)
+    keep = (sep <= tolerance_deg) & (apparent >= min_apparent_jy)
+    cat = cat[keep].assign(separation_deg=sep[keep], apparent_jy=apparent[keep])
     columns = ["name", "transit_utc", "transit_jd", "ra_deg", "dec_deg", "flux_jy",
-               "separation_deg"]
+               "separation_deg", "apparent_jy"]
     if cat.empty:
         return pd.DataFrame(columns=columns)
 
@@ -146,6 +153,7 @@ def calibrator_transits(
             "dec_deg": rows["dec_deg"].to_numpy(float),
             "flux_jy": rows["flux_jy"].to_numpy(float),
             "separation_deg": rows["separation_deg"].to_numpy(float),
+            "apparent_jy": rows["apparent_jy"].to_numpy(float),
         },
         columns=columns,
     )

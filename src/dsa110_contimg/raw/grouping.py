@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import NamedTuple
 
@@ -141,7 +141,7 @@ def group_files(names: Iterable[str], tolerance_s: float = 60, n_subbands: int =
         bounds.append(int(np.searchsorted(seconds, first + tolerance_s, side="right")))
     starts = seconds[bounds[:-1]]
     ids = naming.format_epoch_seconds(starts)
-    start_times = [t.replace(tzinfo=timezone.utc) for t in starts.astype("datetime64[s]").tolist()]
+    start_times = [t.replace(tzinfo=UTC) for t in starts.astype("datetime64[s]").tolist()]
     names = [listing.names[i] for i in idx.tolist()]
     sbs = subbands.tolist()
     groups = []

@@ -1,11 +1,20 @@
 """Simulated DSA-110 observations, written exactly as the correlator writes them.
 
 The sky is a set of point sources with power-law spectra, seen through the Airy
-primary beam of a dish pointed at the meridian, plus every catalogue calibrator
-that drifts through the beam. The correlator fringe-stops each integration to
-hour angle 0 at the pointing declination; antennas have complex bandpasses and
-slowly varying gains; thermal noise follows from the SEFD. The ground truth
-(sky, gains, noise) is written beside the data.
+primary beam of a dish pointed at the meridian, plus every usable calibrator of
+the VLA list that drifts through the beam, each with its field: the sources of
+several Jy within a degree that a real calibrator has around it (drawn once per
+calibrator from its name, so every simulation sees the same field; they are in
+``truth/sky.csv``, the reference catalogue the pipeline's sky model reads). The
+flux standards have their Perley-Butler 2017 spectra; a secondary calibrator's
+true flux differs from the list's approximate one (``calibrator_flux_error``).
+The correlator fringe-stops each integration to hour angle 0 at the pointing
+declination; antennas have complex bandpasses and gains that drift and
+random-walk in time (``gain_amp_walk``, ``gain_phase_walk_deg`` per hour);
+thermal noise follows from the SEFD; optional RFI (narrow-band channels and
+impulsive integrations, strong, correlated between antennas). The ground truth
+(sky, gains per antenna and time, bandpasses, noise, the RFI mask) is written
+beside the data.
 
 Gains convention of the truth files: ``V_ij(measured) = g_i conj(g_j)
 (V_ij(true) + noise)`` with ``i = ant_1``, ``j = ant_2`` of the file and V in the
@@ -17,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import zlib
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +36,7 @@ import numpy as np
 import pandas as pd
 from astropy.time import Time
 
+from dsa110_contimg.calibration import standards
 from dsa110_contimg.calibration.calibrators import load_calibrators
 
 from .. import beam, geometry, naming, telescope
@@ -59,10 +70,32 @@ class SimOptions:
     flux_min_jy: float = 0.1
     flux_max_jy: float = 2.0
     calibrators: bool = True
-    """Add every catalogue calibrator that passes through the beam."""
+    """Add every usable VLA-list calibrator that passes through the beam."""
+    calibrator_fields: bool = True
+    """Add each such calibrator's field (``field_sources`` within ``field_radius_deg``)."""
+    field_sources: int = 12
+    """Field sources around each calibrator."""
+    field_jy: float = 10.0
+    """Their total flux at 1.4 GHz (Jy)."""
+    field_radius_deg: float = 1.0
+    """They lie between 0.1 deg and this far from the calibrator."""
+    calibrator_flux_error: float = 0.1
+    """RMS fractional difference of a secondary calibrator's true flux from the VLA list's (standards: 0)."""
     sefd_jy: float = 5800.0
     noise: bool = True
     gains: bool = True
+    gain_amp_walk: float = 0.03
+    """RMS of the per-antenna amplitude random walk after one hour (fraction; 0 = none)."""
+    gain_phase_walk_deg: float = 3.0
+    """RMS of the per-antenna phase random walk after one hour (degrees; 0 = none)."""
+    rfi: bool = False
+    """Add RFI: narrow-band channels over whole observations and impulsive broadband integrations."""
+    rfi_channel_fraction: float = 0.03
+    """Fraction of channels hit by narrow-band RFI (each for a whole observation)."""
+    rfi_time_fraction: float = 0.02
+    """Fraction of integrations hit by impulsive broadband RFI (at least one per observation when > 0)."""
+    rfi_jy: float = 300.0
+    """Typical RFI power per antenna (Jy equivalent, log-normal spread of 2x)."""
     correlator_gain: float = 10.0
     """Voltage gain of an antenna in correlator units per sqrt(Jy)."""
     jitter_s: float = 2.0
@@ -86,10 +119,26 @@ class GainModel:
     t_ref_jd: float
     scale: float
     enabled: bool = True
+    walk_jd: np.ndarray | None = None  # grid of the random walk (integration centres of the span)
+    walk_log_amp: np.ndarray | None = None  # (Npads, Ngrid, 2)
+    walk_phase: np.ndarray | None = None  # rad, (Npads, Ngrid, 2)
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, t_ref_jd: float, scale: float, enabled: bool):
+    def draw(cls, rng: np.random.Generator, t_ref_jd: float, scale: float, enabled: bool,
+             walk_rng: np.random.Generator | None = None, n_steps: int = 0,
+             amp_walk: float = 0.0, phase_walk_deg: float = 0.0):
+        """Draw the gains; with ``walk_rng`` add a random walk on ``n_steps`` integrations from ``t_ref_jd``."""
         n = (telescope.N_PADS, 2)
+        walk = {}
+        if walk_rng is not None and n_steps > 0:
+            dt_h = telescope.INTEGRATION_S / 3600.0
+            steps = walk_rng.standard_normal((2, telescope.N_PADS, n_steps, 2)) * np.sqrt(dt_h)
+            steps[:, :, 0, :] = 0.0  # the walk starts at the drawn gains
+            walk = dict(
+                walk_jd=t_ref_jd + (np.arange(n_steps) + 0.5) * telescope.INTEGRATION_S / 86400.0,
+                walk_log_amp=np.cumsum(steps[0], axis=1) * np.log1p(amp_walk),
+                walk_phase=np.cumsum(steps[1], axis=1) * np.radians(phase_walk_deg),
+            )
         return cls(
             amp=rng.uniform(0.8, 1.2, n),
             phase0=rng.uniform(-np.pi, np.pi, n),
@@ -103,6 +152,7 @@ class GainModel:
             t_ref_jd=t_ref_jd,
             scale=scale,
             enabled=enabled,
+            **walk,
         )
 
     def bandpass(self, ants: np.ndarray, freq_hz: np.ndarray) -> np.ndarray:
@@ -126,7 +176,16 @@ class GainModel:
             1 + 0.02 * np.sin(2 * np.pi * hours / self.amp_period_h[ants, None] + self.amp_phase[ants, None])
         )
         phase = self.phase0[ants, None] + self.phase_rate[ants, None] * hours
+        if self.walk_jd is not None:
+            for p in range(2):
+                amp[..., p] = amp[..., p] * np.exp(_interp_rows(jd, self.walk_jd, self.walk_log_amp[ants, :, p]))
+                phase[..., p] = phase[..., p] + _interp_rows(jd, self.walk_jd, self.walk_phase[ants, :, p])
         return self.scale * amp * np.exp(1j * phase)
+
+
+def _interp_rows(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """Linear interpolation of each row of ``fp`` (rows, len(xp)) at ``x``; held constant outside."""
+    return np.stack([np.interp(x, xp, row) for row in fp]) if fp.shape[0] else np.zeros((0, x.size))
 
 
 def observation_starts(opts: SimOptions) -> list[datetime]:
@@ -154,6 +213,7 @@ def make_sky(opts: SimOptions, rng: np.random.Generator) -> pd.DataFrame:
             "flux_jy": flux,
             "spectral_index": rng.normal(-0.7, 0.2, opts.n_sources),
             "kind": "field",
+            "flux_standard": "",
         }
     )
     if opts.calibrators:
@@ -162,9 +222,73 @@ def make_sky(opts: SimOptions, rng: np.random.Generator) -> pd.DataFrame:
         near = cals[(cals.dec_deg - opts.dec_deg).abs() < 2 * fwhm_deg].copy()
         dra = (near.ra_deg - lst0) % 360
         near = near[dra <= (lst1 - lst0) + 2 * fwhm_deg / cosd]
-        near = near.assign(kind="calibrator")[list(sky.columns)]
-        sky = pd.concat([sky, near], ignore_index=True)
+        parts = [sky]
+        for cal in near.itertuples():
+            parts.append(pd.DataFrame([true_calibrator(cal, opts)]))
+            if opts.calibrator_fields:
+                parts.append(calibrator_field(cal, opts))
+        sky = pd.concat(parts, ignore_index=True)
     return sky
+
+
+def _name_rng(name: str, salt: int = 0) -> np.random.Generator:
+    """A generator fixed by a source's name: its simulated properties are the same in every simulation."""
+    return np.random.default_rng([zlib.crc32(name.encode()), salt])
+
+
+def true_calibrator(cal, opts: SimOptions) -> dict:
+    """A calibrator as the sky has it: standards exactly Perley-Butler 2017; a secondary's flux
+    off the VLA list's by ``calibrator_flux_error`` (rms) and its spectral index its own."""
+    row = dict(name=cal.name, ra_deg=cal.ra_deg, dec_deg=cal.dec_deg, flux_jy=float(cal.flux_jy),
+               spectral_index=cal.spectral_index, kind="calibrator", flux_standard=cal.flux_standard)
+    if not cal.flux_standard:
+        rng = _name_rng(cal.name, 1)
+        row.update(flux_jy=float(cal.flux_jy) * float(np.exp(rng.normal(0, opts.calibrator_flux_error))),
+                   spectral_index=float(rng.normal(-0.7, 0.1)))
+    return row
+
+
+def calibrator_field(cal, opts: SimOptions) -> pd.DataFrame:
+    """The field of a calibrator: ``field_sources`` sources of ``field_jy`` in total, 0.1 deg to
+    ``field_radius_deg`` from it, log-uniform fluxes, spectral indices around -0.7."""
+    rng = _name_rng(cal.name, 2)
+    n = opts.field_sources
+    r = np.sqrt(rng.uniform(0.1**2, opts.field_radius_deg**2, n))
+    pa = rng.uniform(0, 2 * np.pi, n)
+    dec = cal.dec_deg + r * np.cos(pa)
+    ra = (cal.ra_deg + r * np.sin(pa) / np.cos(np.radians(dec))) % 360
+    flux = np.exp(rng.uniform(np.log(0.1), np.log(3.0), n))
+    flux *= opts.field_jy / flux.sum() if n else 1.0
+    return pd.DataFrame({"name": [f"{cal.name}_F{k:02d}" for k in range(n)], "ra_deg": ra, "dec_deg": dec,
+                         "flux_jy": flux, "spectral_index": rng.normal(-0.7, 0.2, n), "kind": "field",
+                         "flux_standard": ""})
+
+
+def rfi_mask(opts: SimOptions, n_t: int, n_f: int, rng: np.random.Generator) -> np.ndarray:
+    """Which (integration, channel) of one observation carry RFI, (n_t, n_f) bool."""
+    mask = np.zeros((n_t, n_f), bool)
+    if not opts.rfi:
+        return mask
+    n_ch = int(round(opts.rfi_channel_fraction * n_f))
+    mask[:, rng.choice(n_f, n_ch, replace=False)] = True
+    if opts.rfi_time_fraction > 0:
+        hit = rng.random(n_t) < opts.rfi_time_fraction
+        if not hit.any():
+            hit[rng.integers(n_t)] = True
+        mask[hit] = True
+    return mask
+
+
+def rfi_voltages(opts: SimOptions, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Complex RFI voltage per pad, integration and channel (sqrt Jy), zero outside ``mask``.
+
+    The visibility it adds is ``a_i conj(a_j)``: one emitter seen by every antenna
+    with its own path and coupling, so autocorrelations get ``|a_i|^2``.
+    """
+    n_t, n_f = mask.shape
+    level = opts.rfi_jy * np.exp(rng.normal(0, np.log(2), (1, n_t, n_f)))
+    a = (rng.standard_normal((telescope.N_PADS, n_t, n_f)) + 1j * rng.standard_normal((telescope.N_PADS, n_t, n_f)))
+    return a * np.sqrt(level / 2) * mask[None]
 
 
 def noise_sigma_jy(opts: SimOptions) -> float:
@@ -195,8 +319,10 @@ def _model_visibilities(uvw_m, app_l, app_m, app_n, amp, freq_hz):
     return out
 
 
-def simulate_observation(opts: SimOptions, start: datetime, sky: pd.DataFrame, gains: GainModel, rng):
-    """Visibilities of one observation: a dict of arrays for every subband."""
+def simulate_observation(opts: SimOptions, start: datetime, sky: pd.DataFrame, gains: GainModel, rng,
+                         rfi_rng: np.random.Generator | None = None):
+    """Visibilities of one observation: a dict of arrays for every subband (RFI drawn from ``rfi_rng``)."""
+    rfi_rng = rfi_rng if rfi_rng is not None else np.random.default_rng([opts.seed, 3])
     ants = telescope.choose_antennas(opts.n_ants, opts.max_radius_m)
     a1, a2 = telescope.baselines(ants)
     n_bls, n_t = a1.size, opts.n_int
@@ -218,14 +344,17 @@ def simulate_observation(opts: SimOptions, start: datetime, sky: pd.DataFrame, g
 
     freqs = {sb: telescope.subband_frequencies(sb, opts.n_chan) for sb in opts.subbands}
     all_f = np.concatenate([freqs[sb] for sb in opts.subbands])
-    spectra = sky.flux_jy.to_numpy()[:, None] * (all_f[None, :] / REFERENCE_FREQ_HZ) ** sky.spectral_index.to_numpy()[:, None]
+    spectra = standards.spectra(sky, all_f)
     pb = beam.airy_power(theta[:, :, None], all_f[None, None, :])
     amp = spectra[:, None, :] * pb  # (Nsrc, Ntimes, Nfreq), apparent flux
     visible = (n > 0).all(axis=1) & (amp.max(axis=(1, 2)) > 1e-6 * max(opts.flux_min_jy, 1e-3))
     sigma = noise_sigma_jy(opts)
     auto = a1 == a2
 
-    out = {"jd": jd, "lst": lst, "ant_1": ant_1, "ant_2": ant_2, "antennas": ants, "subbands": {}}
+    rfi = rfi_mask(opts, n_t, all_f.size, rfi_rng)
+    rfi_v = rfi_voltages(opts, rfi, rfi_rng) if rfi.any() else None  # (Npads, Ntimes, Nfreq)
+    out = {"jd": jd, "lst": lst, "ant_1": ant_1, "ant_2": ant_2, "antennas": ants, "subbands": {},
+           "rfi_mask": rfi, "freq_hz": all_f}
     bp_all = gains.bandpass(lay.numbers, all_f)  # (Npads, Nfreq, 2)
     g_t = gains.gain(lay.numbers, jd)  # (Npads, Ntimes, 2)
     offset = 0
@@ -247,6 +376,8 @@ def simulate_observation(opts: SimOptions, start: datetime, sky: pd.DataFrame, g
                     (opts.sefd_jy + total_auto)[:, None, :] / np.sqrt(telescope.channel_width(opts.n_chan) * telescope.INTEGRATION_S)
                 )
                 v += noise
+            if rfi_v is not None:
+                v += rfi_v[a1][:, :, sl].transpose(1, 0, 2) * np.conj(rfi_v[a2][:, :, sl]).transpose(1, 0, 2)
             g = bp_all[:, sl, p][:, None, :] * g_t[:, :, p][:, :, None]  # (Npads, Ntimes, Nfreq)
             v *= g[a1][:, :, :].transpose(1, 0, 2) * np.conj(g[a2]).transpose(1, 0, 2)
             data[..., p] = v
@@ -325,8 +456,14 @@ def simulate_span(
     """Simulate a span of observations into ``out_dir``; truth goes to ``truth_dir``.
 
     ``sky`` (columns name, ra_deg, dec_deg, flux_jy, spectral_index, kind)
-    replaces the random sky. Returns the paths written. ``truth_dir`` defaults
-    to ``<out_dir>/../truth``.
+    replaces the random sky (an optional column flux_standard gives a flux
+    standard its Perley-Butler 2017 spectrum). Returns the paths written.
+    ``truth_dir`` (default ``<out_dir>/../truth``) receives ``sky.csv``,
+    ``observations.csv``, ``simulation.json``, ``gains/{group}.npz`` (antennas,
+    jd, freq_hz, bandpass (ant, freq, pol), gain (ant, time, pol), in the
+    convention of the module docstring) and, with RFI, ``rfi/{group}.npz``
+    (jd, freq_hz, mask (time, freq): every baseline and polarisation of a
+    masked integration and channel carries RFI).
     """
     spacing = opts.n_int * telescope.INTEGRATION_S
     if opts.n_obs > 1 and spacing < 60 + 2 * opts.jitter_s:
@@ -340,11 +477,15 @@ def simulate_span(
     (truth_dir / "gains").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(opts.seed)
     sky = make_sky(opts, rng) if sky is None else sky.reset_index(drop=True)
+    if "flux_standard" not in sky:
+        sky = sky.assign(flux_standard="")
     starts = observation_starts(opts)
-    gains = GainModel.draw(rng, Time(starts[0]).jd, opts.correlator_gain, opts.gains)
+    gains = GainModel.draw(rng, Time(starts[0]).jd, opts.correlator_gain, opts.gains,
+                           walk_rng=np.random.default_rng([opts.seed, 2]), n_steps=len(starts) * opts.n_int,
+                           amp_walk=opts.gain_amp_walk, phase_walk_deg=opts.gain_phase_walk_deg)
     written, rows = [], []
-    for _k, start in enumerate(starts):
-        obs = simulate_observation(opts, start, sky, gains, rng)
+    for k, start in enumerate(starts):
+        obs = simulate_observation(opts, start, sky, gains, rng, np.random.default_rng([opts.seed, 3, k]))
         jitter = rng.uniform(0, opts.jitter_s, len(opts.subbands))
         names = {}
         for sb, dt in zip(opts.subbands, jitter):
@@ -365,6 +506,10 @@ def simulate_span(
             gain=gains.gain(obs["antennas"], obs["jd"]),
             ecef=lay.ecef,
         )
+        if opts.rfi:
+            (truth_dir / "rfi").mkdir(exist_ok=True)
+            np.savez_compressed(truth_dir / "rfi" / f"{group}.npz", jd=obs["jd"], freq_hz=obs["freq_hz"],
+                                mask=obs["rfi_mask"])
         rows.append(
             {
                 "group": group,
@@ -372,6 +517,7 @@ def simulate_span(
                 "mid_jd": float(obs["jd"].mean()),
                 "dec_deg": opts.dec_deg,
                 "noise_sigma_jy": noise_sigma_jy(opts) if opts.noise else 0.0,
+                "rfi_fraction": float(obs["rfi_mask"].mean()),
                 "files": " ".join(names[sb] for sb in sorted(names)),
             }
         )
@@ -401,6 +547,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-noise", action="store_true")
     p.add_argument("--no-gains", action="store_true")
     p.add_argument("--no-calibrators", action="store_true")
+    p.add_argument("--no-fields", action="store_true", help="calibrators without their fields of other sources")
+    p.add_argument("--gain-walk", type=float, nargs=2, metavar=("AMP", "PHASE_DEG"),
+                   default=(d.gain_amp_walk, d.gain_phase_walk_deg),
+                   help="per-antenna gain random walk, rms after one hour: fraction and degrees "
+                   "(default %(default)s; 0 0 = none)")
+    p.add_argument("--rfi", action="store_true", help="add narrow-band and impulsive RFI (mask in TRUTH/rfi/)")
     p.add_argument("--seed", type=int, default=d.seed)
 
 
@@ -417,6 +569,10 @@ def options_from_args(args: argparse.Namespace) -> SimOptions:
         noise=not args.no_noise,
         gains=not args.no_gains,
         calibrators=not args.no_calibrators,
+        calibrator_fields=not args.no_fields,
+        gain_amp_walk=args.gain_walk[0],
+        gain_phase_walk_deg=args.gain_walk[1],
+        rfi=args.rfi,
         seed=args.seed,
     )
     if args.subbands:

@@ -2,32 +2,62 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .. import provenance
-from ..calibration import fluxmon
+from ..calibration import bootstrap, fluxmon
+from ..calibration import caltables as calibration
 from ..calibration import plan as calplan
-from ..calibration.caltables import SolveOptions, apply, solve
+from ..calibration.calibrators import load_calibrators
+from ..calibration.selfcal import SelfcalOptions, selfcal
+from ..calibration.skymodel import SkyModelOptions, catalogue_sources
 from ..calibration.transits import NoCalibrationError
-from ..config import options
+from ..photometry.catalogue import CatalogueOptions, load_catalogue
 from .common import stage_run
+
+
+def _solve_options(cfg: Mapping[str, Any]) -> calibration.SolveOptions:
+    return calibration.SolveOptions(
+        refant=tuple(cfg["refant"]),
+        flag_rfi=cfg["flag_rfi"],
+        qa_min_snr=cfg["qa_min_snr"],
+        qa_max_flagged=cfg["qa_max_flagged"],
+        skymodel=SkyModelOptions.from_config(cfg),
+        gain_solint=cfg["gain_solint"],
+        faint_gain_solint=cfg["faint_gain_solint"],
+        faint_below_jy=cfg["faint_calibrator_jy"],
+    )
+
+
+def _reference_catalogue(config: Mapping[str, Any], logger):
+    """The reference catalogue (config section catalogue) for the sky model, or None without a path."""
+    opts = CatalogueOptions.from_config(config)
+    if not opts.path:
+        logger.warning("no reference catalogue (catalogue.path): the sky model is the calibrator alone, "
+                       "so its field biases the gains")
+        return None
+    return load_catalogue(opts)
 
 
 def solve_calibration(ms: str, caltable: str, calgroup: str, config: Mapping[str, Any], log: str | None = None) -> dict:
     """Rule ``solve_calibration``: the calibrator group's MS -> bandpass and gain tables.
 
-    A solution that fails QA is still written, with ``passed: false`` and the
-    reason in its sidecar, so observations fall back to another calibration
-    and the failure stays on record; it is never used unless pinned.
+    The model is the calibrator (Perley-Butler 2017 for the flux standards) plus
+    the reference catalogue's sources in the beam. A solution that fails QA is
+    still written, with ``passed: false`` and the reason in its sidecar, so
+    observations fall back to another calibration and the failure stays on
+    record; it is never used unless pinned.
     """
     cfg = config["calibration"]
     with stage_run("solve_calibration", config, {"calgroup": calgroup}, log) as run:
         with run.output(caltable) as tmp:
             tmp.mkdir()
-            qa = solve(ms, tmp, options(SolveOptions, cfg), cfg["dec_tolerance_deg"],
-                      log=run.logger)
+            qa = calibration.solve(ms, tmp, _solve_options(cfg), cfg["dec_tolerance_deg"], log=run.logger,
+                                   catalogue=_reference_catalogue(config, run.logger),
+                                   calibrators=load_calibrators(cfg))
         from astropy.time import Time
 
         window_d = cfg["max_separation_h"] / 24
@@ -39,7 +69,8 @@ def solve_calibration(ms: str, caltable: str, calgroup: str, config: Mapping[str
         else:
             run.logger.warning("%s on %s FAILED QA: %s; observations will use another calibration",
                                caltable, qa["calibrator"], qa["reason"])
-        run.publish(caltable, kind="caltable", inputs=[ms], qa=qa, status="ok" if qa["passed"] else "failed_qa")
+        inputs = [ms] + ([config["catalogue"]["path"]] if config["catalogue"]["path"] else [])
+        run.publish(caltable, kind="caltable", inputs=inputs, qa=qa, status="ok" if qa["passed"] else "failed_qa")
     return qa
 
 
@@ -52,7 +83,9 @@ def apply_calibration(
     problem: str | None = None,
     log: str | None = None,
 ) -> dict:
-    """Rule ``apply_calibration``: MS + the nearest passing calibration -> calibrated MS.
+    """Rule ``apply_calibration``: MS + the nearest passing calibration (flux scale
+    bootstrapped from a standard when its calibrator is a secondary) -> calibrated
+    MS, then self-calibrated against the field's sky model (config calibration.selfcal).
 
     ``caltables`` are the candidate calibrations in order of preference (from
     the parse-time plan); ``problem`` is the plan's reason when there are none.
@@ -72,11 +105,52 @@ def apply_calibration(
             run.logger.warning(choice.warning)
         caldir = next(Path(p) for p in caltables if Path(p).name == choice.calgroup)
         run.logger.info("applying %s (%.2f h away)", caldir, choice.separation_h)
-        with run.output(calibrated) as tmp:
-            qa = apply(ms, caldir, str(tmp), width=cfg["average_channels"], log=run.logger)
-        qa.update(caltable=choice.calgroup, separation_h=choice.separation_h, warning=choice.warning)
+        scaled = Path(f"{calibrated}.fluxscaled")
+        try:
+            use, flux_record = _bootstrapped(caldir, candidates, choice.calgroup, dec, scaled, run.logger)
+            with run.output(calibrated) as tmp:
+                qa = calibration.apply(ms, use, str(tmp), width=cfg["average_channels"], log=run.logger)
+                qa["selfcal"] = _selfcal(str(tmp), config, run.logger)
+        finally:
+            shutil.rmtree(scaled, ignore_errors=True)
+        qa.update(caltable=choice.calgroup, separation_h=choice.separation_h, warning=choice.warning,
+                  flux_bootstrap=flux_record)
         run.publish(calibrated, kind="calibrated", inputs=[ms, str(caldir)], qa=qa)
     return qa
+
+
+def _selfcal(ms: str, config: Mapping[str, Any], logger) -> dict:
+    """Self-calibrate this job's own calibrated MS against its field's sky model (config calibration.selfcal)."""
+    cfg = config["calibration"]
+    if not cfg["selfcal"]["enabled"]:
+        return {"status": "off"}
+    catalogue = CatalogueOptions.from_config(config)
+    if not catalogue.path:
+        logger.warning("selfcal skipped: no reference catalogue (catalogue.path) for the field's sky model")
+        return {"status": "skipped", "reason": "no catalogue.path"}
+    info = calibration.read_ms_info(ms)
+    model = catalogue_sources(load_catalogue(catalogue), info.times_jd, info.pointing_dec_app,
+                              SkyModelOptions.from_config(cfg))
+    return selfcal(ms, model, info.pointing_dec_app, SelfcalOptions.from_config(cfg), log=logger)
+
+
+def _bootstrapped(caldir: Path, candidates: dict, chosen: str, dec: float, scaled: Path, logger):
+    """The tables to apply and the flux-scale record: a secondary's gains rescaled to the nearest
+    passing flux-standard solution at this declination among the candidates (:mod:`..calibration.bootstrap`)."""
+    qa = candidates[chosen]
+    if qa.get("flux_standard", True):
+        return caldir, {"calibrator": qa.get("calibrator"), "source": "Perley-Butler 2017"}
+    found = bootstrap.choose_standard(candidates, dec)
+    ratio = bootstrap.flux_ratio(qa, found[1]) if found else None
+    if ratio is None:
+        logger.warning("%s: secondary calibrator %s and no flux-standard solution at dec %.2f among the "
+                       "candidates: the flux scale is the VLA list's (approximate)", chosen, qa.get("calibrator"), dec)
+        return caldir, {"calibrator": qa.get("calibrator"), "source": "VLA list (not bootstrapped)"}
+    logger.info("%s: %s bootstrapped from %s (%s): flux %.3f x the list's", chosen, qa.get("calibrator"),
+                found[0], found[1].get("calibrator"), ratio)
+    use = bootstrap.scaled_caltable(caldir, ratio, scaled)
+    return use, {"calibrator": qa.get("calibrator"), "source": "bootstrapped", "standard": found[1].get("calibrator"),
+                 "standard_calgroup": found[0], "flux_ratio": ratio}
 
 
 def calibrator_flux(caltables: Sequence[str], table: str, config: Mapping[str, Any], log: str | None = None):

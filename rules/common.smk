@@ -49,10 +49,15 @@ def _summarise(names, limit=10):
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-GROUPING = grouping.group_files(
-    raw_names(RAW),
-    tolerance_s=config["grouping"]["tolerance_s"],
-    n_subbands=config["grouping"]["n_subbands"],
+# A raw file that is not a readable regular file (a dangling symlink, say) makes
+# its group incomplete: that group's problem, never the whole run's.
+GROUPING = grouping.check_readable(
+    grouping.group_files(
+        raw_names(RAW),
+        tolerance_s=config["grouping"]["tolerance_s"],
+        n_subbands=config["grouping"]["n_subbands"],
+    ),
+    RAW,
 )
 try:
     SELECTION = grouping.select_groups(GROUPING, config["grouping"]["incomplete"])
@@ -148,3 +153,25 @@ def all_targets():
     targets += photometry_targets()
     targets += MOSAIC_TARGETS
     return targets or [RAW]
+
+
+# One run per results_dir, whatever the working directory: the running
+# Snakemake holds <results_dir>/.contimg-run.lock, and its jobs rename their
+# outputs into place only while it does (dsa110_contimg.runlock). Taking the
+# lock also removes what dead attempts left and records dead jobs as died.
+from dsa110_contimg import runlock
+
+
+onstart:
+    try:
+        runlock.start_run(config, _say)
+    except runlock.RunLockError as err:
+        raise WorkflowError(str(err)) from None
+
+
+onsuccess:
+    runlock.release(RESULTS)
+
+
+onerror:
+    runlock.release(RESULTS)

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ..naming import N_SUBBANDS
+from . import jobs
 from .registry import KINDS, Kind, kind_of
 from .schema import (
     ACTIVE,
@@ -63,7 +64,7 @@ def _day(value: dt.date | dt.datetime | str) -> dt.datetime:
     if not isinstance(value, dt.datetime):
         value = dt.datetime.combine(value, dt.time())
     if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
     return value
 
 
@@ -336,18 +337,20 @@ def night_summary(session: Session, date: dt.date | str) -> dict[str, Any]:
             )
         )
     )
-    failures = [
-        {
-            "group": run.group_id,
-            "rule": run.rule,
-            "wildcards": run.wildcards,
-            "finished": run.finished,
-            "reason": run.message,
-            "log": run.log_path,
-        }
-        for run in _latest_runs(runs).values()
-        if run.status == "failed"
-    ]
+    failures = []
+    for run in _latest_runs(runs).values():
+        # A run still "running" whose process is gone died without a final record.
+        reason = run.message if run.status in ("failed", "died") else jobs.gone_reason(run)
+        if run.status in ("failed", "died") or reason:
+            failures.append({
+                "group": run.group_id,
+                "rule": run.rule,
+                "wildcards": run.wildcards,
+                "status": "failed" if run.status == "failed" else "died",
+                "finished": run.finished,
+                "reason": reason,
+                "log": run.log_path,
+            })  # fmt: skip
     failures.sort(key=lambda f: (f["group"] or "", f["rule"]))
     failed_groups: dict[str, list[dict[str, Any]]] = {}
     for failure in failures:

@@ -556,6 +556,14 @@ def check_database(config: Mapping[str, Any]) -> str:
     try:
         with engine.connect() as connection:
             revision = migrate.schema_revision(connection, f"database {masked}")
+            if engine.dialect.name == "sqlite":
+                # A damaged file would fail jobs at registration, one by one.
+                found = [str(r[0]) for r in connection.exec_driver_sql("PRAGMA quick_check").all()]
+                if found != ["ok"]:
+                    raise DatabaseError(
+                        f"database {masked} is damaged ({'; '.join(found[:3])}): move it aside and "
+                        "rebuild it with `contimg db sync` (files are the truth)"
+                    )
     except SQLAlchemyError as exc:
         raise DatabaseError(f"cannot reach database {masked}: {_first_line(exc)}") from exc
     finally:

@@ -68,7 +68,7 @@ def image(
     opts = imaging.ImagingOptions.from_config(dict(config))
     thresholds = image_qa.GradeThresholds.from_mapping(cfg.get("grade"))
     final = {k: Path(outputs[k]) for k in OUTPUT_KINDS}
-    with logged(log, "image", group) as logger:
+    with logged(log, "image", group, config, {"group": group}) as logger:
         t0 = time.perf_counter()
         info = imaging.inspect_ms(ms, data_column=opts.data_column)
         logger.info(

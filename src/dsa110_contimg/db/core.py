@@ -565,6 +565,11 @@ def check_database(config: Mapping[str, Any]) -> str:
                         "rebuild it with `contimg db sync` (files are the truth)"
                     )
     except SQLAlchemyError as exc:
+        if "malformed" in _first_line(exc):
+            raise DatabaseError(
+                f"database {masked} is damaged ({_first_line(exc)}): move it aside and rebuild it "
+                "with `contimg db sync` (files are the truth)"
+            ) from exc
         raise DatabaseError(f"cannot reach database {masked}: {_first_line(exc)}") from exc
     finally:
         engine.dispose()

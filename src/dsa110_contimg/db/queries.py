@@ -8,6 +8,7 @@ they like. :class:`~.core.Database` wraps each in a read transaction.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -322,11 +323,14 @@ def night_summary(session: Session, date: dt.date | str) -> dict[str, Any]:
     )
     ids = [g.id for g in groups]
     stages: dict[str, set[str]] = {g: set() for g in ids}
-    stmt = select(Product.group_id, Product.kind).where(
+    stmt = select(Product.group_id, Product.kind, Product.path).where(
         Product.group_id.in_(ids), Product.status == CURRENT
     )
-    for group, kind in session.execute(stmt.distinct()):
-        stages[group].add(kind)
+    for group, kind, path in session.execute(stmt):
+        # Snakemake deletes a job's old outputs before it reruns it: a product
+        # registered as current whose file is gone does not count (db sync marks it gone).
+        if os.path.lexists(path):
+            stages[group].add(kind)
     stmt = select(Image.group_id, Image.grade).where(Image.status == CURRENT, Image.group_id.in_(ids))
     grades = dict(session.execute(stmt).all())
     runs = list(

@@ -42,11 +42,11 @@ class Site:
 
     @property
     def results(self) -> Path:
-        return self.workdir / "results"
+        return Path(yaml.safe_load(self.config.read_text())["results_dir"])
 
     @property
     def image(self) -> Path:
-        return self.workdir / naming.product_path("results", "image", self.group)
+        return Path(naming.product_path(self.results, "image", self.group))
 
     def snakemake_cmd(self, *extra: str, workdir: Path | None = None, config: Path | None = None) -> list[str]:
         return [

@@ -13,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import needs
 import numpy as np
 import yaml
 from casacore import tables
@@ -118,7 +119,7 @@ def test_a_corrupt_database_page_is_found_and_rebuilt_from_the_files(site: Site)
 
 
 def test_imaging_an_all_flagged_ms_fails_its_job_on_the_record(site: Site):
-    ms = site.workdir / naming.product_path("results", "calibrated", site.group)
+    ms = Path(naming.product_path(site.results, "calibrated", site.group))
     with tables.table(str(ms), readonly=False, ack=False) as t:
         flags = t.getcol("FLAG")
         t.putcol("FLAG", np.ones_like(flags))
@@ -170,7 +171,7 @@ def test_a_job_killed_mid_write_is_shown_as_died_and_cleaned_up(site: Site):
     runs = _runs(site, "image")
     assert [r["status"] for r in runs[-2:]] == ["died", "success"]
     site.assert_healthy()
-    record("kill -9 of the image job mid-write", f"exit 1, `jobs_died`: `<group> image: died: process {pid} "
+    record("kill -9 of the image job mid-write", "exit 1, `jobs_died`: `<group> image: died: process N "
            "on <host> is gone without a final record`", "nothing (work folder removed by the next run)", recover)
 
 
@@ -194,29 +195,35 @@ def test_a_second_snakemake_from_another_directory_is_refused(site: Site, tmp_pa
 
 
 def test_an_orphan_of_a_killed_snakemake_never_replaces_the_rerun_product(site: Site):
-    slow = site.workdir / "slow.yaml"
-    slow.write_text(yaml.safe_dump({**yaml.safe_load(site.config.read_text()), "imaging": {"imsize": 768}}))
-    first = site.start("--forcerun", "image", config=slow, name="orphaned")
-    orphan = site.wait_for_image_job(first)
-    os.kill(first.pid, signal.SIGKILL)  # Snakemake alone: its job goes on as an orphan
-    first.wait(timeout=60)
-    t0 = time.monotonic()
-    unlock = site.snakemake("--unlock")
-    assert unlock.returncode == 0, unlock.stderr[-2000:]
-    out = site.snakemake()
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "took over the lock of" in out.stderr and f"pid {first.pid}" in out.stderr
-    recover = time.monotonic() - t0
+    other = site.workdir / "other.yaml"
+    other.write_text(yaml.safe_dump({**yaml.safe_load(site.config.read_text()), "imaging": {"imsize": 256}}))
+    first = site.start("--forcerun", "image", config=other, name="orphaned")
+    try:
+        orphan = site.wait_for_image_job(first)
+        os.kill(first.pid, signal.SIGKILL)  # Snakemake alone: its job goes on as an orphan ...
+        first.wait(timeout=60)
+        os.killpg(first.pid, signal.SIGSTOP)  # ... held back (with its imager) until the rerun is done
+        t0 = time.monotonic()
+        unlock = site.snakemake("--unlock")
+        assert unlock.returncode == 0, unlock.stderr[-2000:]
+        out = site.snakemake()
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "took over the lock of" in out.stderr and f"pid {first.pid}" in out.stderr
+        recover = time.monotonic() - t0
+    finally:
+        try:  # the orphan (256 pixels) finishes after the rerun (128 pixels)
+            os.killpg(first.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and os.path.exists(f"/proc/{orphan}"):
         time.sleep(0.5)
-    subprocess.run(["true"])  # (the orphan is not our child: nothing to reap)
     with fits_header(site.image) as header:
         assert header["NAXIS1"] == 128, "the rerun's 128-pixel image stands"
-    stale = [r for r in _runs(site, "image") if r["pid"] == orphan]
-    assert stale and stale[-1]["status"] in ("failed", "died")
-    if stale[-1]["status"] == "failed":
-        assert "StaleAttemptError" in stale[-1]["message"], stale[-1]["message"]
+    (stale,) = [r for r in _runs(site, "image") if r["pid"] == orphan]
+    assert stale["status"] == "failed" and "StaleAttemptError: stale attempt" in stale["message"], stale
+    assert f"the snakemake that started this job (pid {first.pid}" in stale["message"] \
+        or "no longer holds" in stale["message"]
     site.assert_healthy()
     record("kill -9 of snakemake; its orphaned image job finishes after a rerun",
            "(rerun) `took over the lock ... from a run that is gone`; orphan's run `failed: StaleAttemptError`, "
@@ -234,3 +241,38 @@ class fits_header:  # noqa: N801  (a context manager used like a function)
 
     def __exit__(self, *exc):
         self.hdul.close()
+
+
+def test_a_full_disk_is_named_and_a_rerun_recovers(site: Site, tmp_path):
+    """results_dir on a 6 MB tmpfs: the MS fits, the calibration's copy of it does not."""
+    if os.geteuid() != 0:
+        needs.unavailable("mounting a tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], check=True)
+    try:
+        config = tmp_path / "small.yaml"
+        config.write_text(yaml.safe_dump({**yaml.safe_load(site.config.read_text()),
+                                          "results_dir": str(mount / "results")}))  # fmt: skip
+        small = Site(tmp_path, config, site.group)
+        out = small.snakemake()
+        assert out.returncode != 0
+        status = small.status()
+        assert status.returncode == 1 and "jobs_failed" in status.stdout, status.stdout
+        failed = status.stdout.split("failed:\n", 1)[1].splitlines()[0]
+        assert f"{site.group}  solve_calibration: out of disk space" in failed, failed
+        (run,) = [r for r in _runs(small, "solve_calibration")]
+        assert run["status"] == "failed" and run["message"].startswith("out of disk space")
+        assert not (mount / "results" / "caltables" / site.group).exists() and small.leftovers() == []
+
+        t0 = time.monotonic()
+        subprocess.run(["mount", "-o", "remount,size=64m", str(mount)], check=True)
+        out = small.snakemake()
+        assert out.returncode == 0, out.stderr[-3000:]
+        recover = time.monotonic() - t0
+        small.assert_healthy()
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+    record("disk full (results_dir on a 6 MB tmpfs)", "exit 1, `jobs_failed`: `<group> solve_calibration: "
+           "out of disk space: ... [Errno 28] No space left on device ...`", "nothing (MS kept; the "
+           "calibration's temporary removed)", recover)

@@ -18,6 +18,7 @@ import errno
 import logging
 import os
 import platform
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -82,6 +83,10 @@ def os_problem(exc: BaseException) -> str | None:
     for link in _chain(exc):
         if isinstance(link, OSError) and link.errno in OS_ERROR_NAMES:
             return OS_ERROR_NAMES[link.errno]
+        if isinstance(link, OSError) and link.errno is None:  # shutil.Error: the errors as text
+            for number in re.findall(r"\[Errno (\d+)\]", str(link)):
+                if int(number) in OS_ERROR_NAMES:
+                    return OS_ERROR_NAMES[int(number)]
         if isinstance(link, sqlite3.OperationalError) and _SQLITE_FULL in str(link):
             return OS_ERROR_NAMES[errno.ENOSPC]
     return None
@@ -159,7 +164,9 @@ def gone_reason(run: JobRun | Mapping[str, Any], host: str | None = None) -> str
     where = f"process {pid} on {get('host')}"
     if get("host") == host and pid is not None:
         if not pid_alive(pid):
-            return f"died: {where} is gone without a final record (killed, out of memory or crashed)"
+            full = free_space_problem(get("log_path")) if get("log_path") else None
+            return (f"died: {where} is gone without a final record (killed, out of memory or crashed)"
+                    + (f"; {full}" if full else ""))
         began = _proc_start(pid)
         if started is not None and began is not None and began > started + dt.timedelta(seconds=2):
             return f"died: {where} is gone without a final record (its id now belongs to another process)"

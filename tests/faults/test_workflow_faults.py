@@ -179,13 +179,17 @@ def test_a_second_snakemake_from_another_directory_is_refused(site: Site, tmp_pa
     first = site.start("--forcerun", "image", name="first")
     try:
         site.wait_for_image_job(first)
+        os.killpg(first.pid, signal.SIGSTOP)  # the first run stays busy while the second starts
         t0 = time.monotonic()
-        second = site.snakemake(workdir=tmp_path)
+        second = site.snakemake("--forcerun", "image", workdir=tmp_path)
+        os.killpg(first.pid, signal.SIGCONT)
         assert second.returncode != 0
-        assert f"is in use by another workflow run: pid {first.pid} on" in second.stderr, second.stderr[-2000:]
+        assert f"is in use by another workflow run: pid {first.pid} on" in second.stdout + second.stderr, \
+            (second.stdout + second.stderr)[-2000:]
         assert first.wait(timeout=600) == 0, site.log_tail(name="first")
     finally:
         if first.poll() is None:
+            os.killpg(first.pid, signal.SIGCONT)
             os.killpg(first.pid, signal.SIGKILL)
     assert not (tmp_path / "results").exists()
     site.assert_healthy()

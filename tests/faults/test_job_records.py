@@ -94,3 +94,26 @@ def test_a_run_on_another_host_without_slurm_is_not_judged(config):
         db.record_job("image", {"group": GROUP}, "running", host="other-node", pid=_dead_pid())
         (run,) = db.job_runs()
     assert gone_reason(run) is None
+
+
+JOB = """
+import sys, time
+from dsa110_contimg.config import validate_config
+from dsa110_contimg.db import job_run
+config = validate_config({"results_dir": sys.argv[1]})
+with job_run(config, "image", {"group": "2025-06-15T08:00:03"}):
+    print("running", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_job_terminated_by_sigterm_is_recorded_as_failed(config):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", JOB, config["results_dir"]], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "running"
+    proc.terminate()
+    assert proc.wait(timeout=60) != 0
+    (run,) = _runs(config)
+    assert run["status"] == "failed" and run["pid"] == proc.pid
+    assert run["message"].startswith("Terminated: terminated by SIGTERM"), run["message"]

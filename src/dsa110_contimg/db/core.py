@@ -570,7 +570,9 @@ def check_database(config: Mapping[str, Any]) -> str:
                 f"database {masked} is damaged ({_first_line(exc)}): move it aside and rebuild it "
                 "with `contimg db sync` (files are the truth)"
             ) from exc
-        raise DatabaseError(f"cannot reach database {masked}: {_first_line(exc)}") from exc
+        full = jobs.free_space_problem(url.database) if sqlite_file else None
+        reason = f"{full}: {_first_line(exc)}" if full else _first_line(exc)
+        raise DatabaseError(f"cannot reach database {masked}: {reason}") from exc
     finally:
         engine.dispose()
     migrate.require_head(revision, f"database {masked}")

@@ -20,8 +20,10 @@ import os
 import platform
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -267,6 +269,28 @@ def _database_problem(config: Mapping[str, Any], exc: BaseException) -> str:
     return f"{problem}: {text}" if problem and problem not in text else text
 
 
+class Terminated(BaseException):
+    """SIGTERM (Slurm's scancel, a time limit, a shutdown) turned into an exception,
+    so the job's ``finally`` blocks run and its failure is recorded."""
+
+
+def _raise_terminated(signum: int, _frame: Any) -> None:
+    raise Terminated(f"terminated by {signal.Signals(signum).name} (cancelled, time limit or shutdown)")
+
+
+@contextmanager
+def _terminate_as_exception() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` (main thread only; elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextmanager
 def job_run(
     config: Mapping[str, Any],
@@ -276,7 +300,8 @@ def job_run(
 ) -> Iterator[int | None]:
     """Record a job run around a block: "running" at the start (host, PID, Slurm
     job id), then "success", or "failed" with the exception as the reason (the
-    exception is re-raised).
+    exception is re-raised). SIGTERM within the block is raised as
+    :class:`Terminated`, so a cancelled job is recorded as failed, not left running.
 
     When the start cannot be recorded the job fails at once with
     :class:`~.errors.DatabaseError` naming the cause (a full disk named as
@@ -295,7 +320,8 @@ def job_run(
     except (DatabaseError, OSError) as exc:
         raise DatabaseError(f"{rule}: cannot record the job's start: {_database_problem(config, exc)}") from exc
     try:
-        yield run_id
+        with _terminate_as_exception():
+            yield run_id
     except BaseException as exc:
         reason = failure_message(exc)
         if os_problem(exc):

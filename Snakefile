@@ -3,7 +3,7 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
-from dsa110_contimg import run_plan
+from dsa110_contimg import run_plan, runlock
 from dsa110_contimg.config import ConfigError, validate_config
 
 
@@ -31,15 +31,27 @@ include: "rules/mosaic.smk"
 include: "rules/report.smk"
 
 
-# Services are checked once, when a real run starts (not at every parse, and
-# not in every cluster job's own snakemake): an unreachable database or an
-# unreadable catalogue stops the run before any job.
+# Once, when a real run starts (not at every parse, and not in every cluster
+# job's own snakemake): an unreachable database or an unreadable catalogue
+# stops the run before any job; then the run takes <results_dir>/.contimg-run.lock
+# (one run per results_dir, whatever the working directory; its jobs rename
+# their outputs into place only while it holds it), removes what dead attempts
+# left and records dead jobs as died (dsa110_contimg.runlock).
 onstart:
     try:
         for line in run_plan.preflight(config):
             print(line, file=sys.stderr)
-    except run_plan.PlanError as err:
+        runlock.start_run(config, lambda text: print(text, file=sys.stderr))
+    except (run_plan.PlanError, runlock.RunLockError) as err:
         raise WorkflowError(str(err)) from None
+
+
+onsuccess:
+    runlock.release(RESULTS)
+
+
+onerror:
+    runlock.release(RESULTS)
 
 
 rule all:

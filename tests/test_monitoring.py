@@ -125,7 +125,8 @@ def test_json_report(run):
     report = json.loads(out.stdout)
     assert report["version"] == status.REPORT_VERSION and report["ok"] is False
     assert set(report) == {
-        "version", "generated", "reference_time", "raw_dir", "database", "database_present", "nights",
+        "version", "generated", "reference_time", "raw_dir", "database", "database_present",
+        "database_problems", "nights",
         "calibration", "calibrator_flux", "newest_observation", "thresholds", "missing", "alerts", "ok",
     }  # fmt: skip
     assert report["reference_time"] == report["newest_observation"] == run["groups"][2]

@@ -13,9 +13,12 @@ instead of importing them directly, so the environment is always set first.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
+import stat
 import tempfile
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -35,15 +38,54 @@ startupfile = ''
 """
 
 
+#: Site configs unused for this long are removed when a new one is written.
+SITE_CONFIG_MAX_AGE_S = 86400.0
+
+
+class CasaEnvError(RuntimeError):
+    """The CASA state folder is not safe to use (not ours, not a folder, or open to others)."""
+
+
 def _state_dir() -> Path:
-    """Per-user folder for the site config and CASA's cache (never ``~``)."""
+    """Private per-user folder for the site config and CASA's cache (never ``~``).
+
+    CASA executes the site config it is pointed at, so the folder must be
+    this user's alone: created with mode 0700, and an existing one must be a
+    real folder (not a symlink) owned by this user, or it is refused; its
+    mode is tightened to 0700 if looser.
+    """
     base = os.environ.get("CONTIMG_CASA_DIR")
     if base:
         path = Path(base)
+        path.parent.mkdir(parents=True, exist_ok=True)
     else:
         path = Path(tempfile.gettempdir()) / f"dsa110_contimg-casa-{os.getuid()}"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise CasaEnvError(f"CASA state folder {path} is not a folder (a symlink or a file): refusing to use it")
+    if st.st_uid != os.getuid():
+        raise CasaEnvError(
+            f"CASA state folder {path} belongs to uid {st.st_uid}, not to this user ({os.getuid()}): "
+            "refusing to run a site config from it (remove it, or set CONTIMG_CASA_DIR)"
+        )
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(path, 0o700)
     return path
+
+
+def _prune(state: Path, keep: Path) -> None:
+    """Remove site configs nobody has used for :data:`SITE_CONFIG_MAX_AGE_S`."""
+    cutoff = time.time() - SITE_CONFIG_MAX_AGE_S
+    for old in state.glob("casasiteconfig-*.py"):
+        try:
+            if old != keep and old.stat().st_mtime < cutoff:
+                old.unlink()
+        except FileNotFoundError:
+            continue
 
 
 def configure(logfile: str | os.PathLike | None = None) -> Path:
@@ -51,20 +93,28 @@ def configure(logfile: str | os.PathLike | None = None) -> Path:
 
     Must run before casatools is first imported in this process; later calls
     only matter for child processes. ``logfile`` is where CASA writes its log
-    (default: a per-process file in the state folder).
+    (default: ``casa.log`` in the state folder). The site config is named
+    after its content, so every process with the same settings shares one
+    file; configs unused for a day are removed.
     """
     import casadata  # the wheel that carries the measures data
 
     state = _state_dir()
     if logfile is None:
-        logfile = state / f"casa-{os.getpid()}.log"
+        logfile = state / "casa.log"
     logfile = Path(logfile).resolve()
     logfile.parent.mkdir(parents=True, exist_ok=True)
     text = _SITE_CONFIG.format(
         measures=casadata.datapath, logfile=str(logfile), cachedir=str(state)
     )
-    site = state / f"casasiteconfig-{os.getpid()}.py"
-    site.write_text(text)
+    site = state / f"casasiteconfig-{hashlib.sha256(text.encode()).hexdigest()[:16]}.py"
+    if site.exists():
+        os.utime(site)  # in use: keep it from being pruned
+    else:
+        tmp = state / f".{site.name}.tmp-{os.getpid()}"
+        tmp.write_text(text)
+        os.replace(tmp, site)
+        _prune(state, site)
     os.environ["CASASITECONFIG"] = str(site)
     # casatasks imports matplotlib, which would cache fonts under ~/.cache.
     os.environ.setdefault("MPLCONFIGDIR", str(state / "matplotlib"))
@@ -73,7 +123,7 @@ def configure(logfile: str | os.PathLike | None = None) -> Path:
 
 def casatools() -> ModuleType:
     """Import casatools with the offline configuration."""
-    if "CASASITECONFIG" not in os.environ:
+    if not os.path.exists(os.environ.get("CASASITECONFIG", "")):
         configure()
     return importlib.import_module("casatools")
 

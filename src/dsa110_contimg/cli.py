@@ -70,6 +70,15 @@ def _add_db(sub: argparse._SubParsersAction) -> None:
         help="register every product again, even those whose sidecar and file are unchanged",
     )  # fmt: skip
     sync.set_defaults(func=cmd_db_sync)
+    check = db_sub.add_parser(
+        "check",
+        help="check the database file's integrity (SQLite integrity_check); exit 1 on a problem",
+        description="Run SQLite's integrity check over every page of the product database and "
+        "list what is wrong. Exit 0: sound; 1: damaged (move it aside and rebuild it with `contimg "
+        "db sync`: files are the truth); 2: cannot open it.",
+    )
+    check.add_argument("--config", default="config/config.yaml", help="pipeline config (default: %(default)s)")
+    check.set_defaults(func=cmd_db_check)
     upgrade = db_sub.add_parser(
         "upgrade",
         help="bring the database schema to this software's revision",
@@ -310,7 +319,23 @@ def cmd_db_sync(args: argparse.Namespace) -> int:
     finally:
         database.close()
     print(report)
-    return 0
+    return 1 if report.problems else 0
+
+
+def cmd_db_check(args: argparse.Namespace) -> int:
+    from . import db
+
+    cfg = load_config(args.config)
+    with db.Database.from_config(cfg, check_schema=False) as database:
+        problems = database.integrity_problems()
+        where = database.masked_url
+    if not problems:
+        print(f"{where}: integrity check ok")
+        return 0
+    print(f"{where}: damaged ({len(problems)} problem(s)); move it aside and run `contimg db sync` to rebuild it")
+    for problem in problems[:50]:
+        print(f"  {problem}")
+    return 1
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -359,10 +384,14 @@ def cmd_products_show(args: argparse.Namespace) -> int:
 
 def cmd_products_night(args: argparse.Namespace) -> int:
     from .db import present
+    from .monitoring import night
 
+    cfg = load_config(args.config)
+    day = args.date.date()
     with _products_db(args) as database:
-        summary = database.night(args.date.date())
-    print(present.night(summary, args.format))
+        summary = database.night(day)
+    raw, _why = night.raw_groups(cfg)
+    print(present.night(night.merge(summary, raw, day, cfg["grouping"]["n_subbands"]), args.format))
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
@@ -93,7 +94,57 @@ def validate_config(cfg: Mapping[str, Any]) -> dict:
     errors = sorted(validator.iter_errors(filled), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     if errors:
         raise ConfigError("; ".join(_describe(e) for e in errors))
+    problems = path_problems(filled)
+    if problems:
+        raise ConfigError("; ".join(problems))
     return filled
+
+
+#: Config keys whose values reach CASA (which copies tables with a shell
+#: command) or a subprocess as paths.
+PATH_KEYS = (("raw_dir",), ("results_dir",), ("imaging", "wsclean"), ("catalogue", "path"))
+
+#: Characters a path handed to CASA or a subprocess may not contain, and why.
+UNSAFE_CHARACTERS = {"'": "a quote", '"': "a quote", "$": "'$'", "`": "a backtick", "\n": "a newline",
+                     "\r": "a carriage return", "\x00": "a NUL byte"}  # fmt: skip
+
+
+def _get(cfg: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        if not isinstance(cfg, Mapping) or key not in cfg:
+            return None
+        cfg = cfg[key]
+    return cfg
+
+
+def path_problems(cfg: Mapping[str, Any]) -> list[str]:
+    """Paths and names that must not reach a shell: one message per bad key.
+
+    Paths (:data:`PATH_KEYS`) may not hold :data:`UNSAFE_CHARACTERS` (CASA's
+    ``split`` copies subtables through a shell, so a ``results_dir`` holding
+    ``'$(...)'`` would run a command). ``calibration.pin`` must be a group id,
+    so it names a folder inside ``results_dir/caltables`` and nothing else.
+    """
+    from .naming import GROUP_PATTERN
+
+    problems = []
+    for keys in PATH_KEYS:
+        value = _get(cfg, keys)
+        if not isinstance(value, str):
+            continue
+        # A relative path reaches CASA absolute: the working directory counts too.
+        full = os.path.abspath(value) if keys[-1].endswith("_dir") else value
+        bad = sorted({why for char, why in UNSAFE_CHARACTERS.items() if char in full})
+        if bad:
+            shown = repr(value) if full == value or any(c in value for c in UNSAFE_CHARACTERS) else (
+                f"{value!r} (in working directory {os.getcwd()!r})")
+            problems.append(f"config key {_key(keys)!r}: {shown} contains {' and '.join(bad)}, which "
+                            "CASA and the shell would interpret; rename the folder")
+    pin = _get(cfg, ("calibration", "pin"))
+    if isinstance(pin, str) and not re.fullmatch(GROUP_PATTERN, pin):
+        problems.append(f"config key 'calibration.pin': {pin!r} is not a calibrator group id "
+                        "(YYYY-MM-DDTHH:MM:SS, a folder of results_dir/caltables)")
+    return problems
 
 
 def _merge(base: dict, override: Mapping) -> dict:

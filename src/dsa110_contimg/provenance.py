@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from . import naming
+from . import naming, runlock
 
 SCHEMA_VERSION = 1
 
@@ -81,20 +81,23 @@ def atomic_output(final: str | os.PathLike[str]) -> Iterator[Path]:
 
     The temporary is ``<parent>/.<name>.tmp-<pid>`` (same file system, so the
     rename is atomic; hidden, so nothing mistakes it for a product); those left
-    by killed attempts are removed first. The caller
-    creates a file or a directory there. On normal exit it replaces ``final``;
-    an existing ``final`` is removed only then, after the new product is
-    complete. On an exception the temporary is removed and ``final`` is left
-    exactly as it was.
+    by attempts whose process is gone are removed first (a live one belongs to
+    another attempt and is left alone). The caller creates a file or a
+    directory there. On normal exit it replaces ``final``, unless this job's
+    workflow run is no longer the current one (:func:`.runlock.ensure_current`
+    raises :class:`~.runlock.StaleAttemptError`); an existing ``final`` is
+    removed only after the new product is complete. On an exception the
+    temporary is removed and ``final`` is left exactly as it was.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     # Leftovers of earlier attempts that were killed (SIGKILL, node failure)
-    # cannot clean up after themselves; the next attempt does. Snakemake never
-    # runs two jobs for the same output at once, so none of these is live.
+    # cannot clean up after themselves; the next attempt does.
     for stale in final.parent.glob(f".{final.name}.tmp-*"):
-        _remove(stale)
+        pid = stale.name.rsplit("-", 1)[1]
+        if stale == tmp or not (pid.isdigit() and runlock.pid_alive(int(pid))):
+            _remove(stale)
     try:
         yield tmp
     except BaseException:
@@ -102,7 +105,13 @@ def atomic_output(final: str | os.PathLike[str]) -> Iterator[Path]:
         raise
     if not os.path.lexists(tmp):
         raise FileNotFoundError(f"nothing was written to {tmp} for {final}")
+    try:
+        runlock.ensure_current(final)
+    except runlock.StaleAttemptError:
+        _remove(tmp)
+        raise
     _replace(tmp, final)
+
 
 
 def _replace(tmp: Path, final: Path) -> None:

@@ -106,8 +106,12 @@ def build(config: Mapping[str, Any], names: list[str] | None = None) -> RunPlan:
                 f"raw_dir {raw!r} does not exist (working directory {os.getcwd()!r}); "
                 "set raw_dir in the config or pass --config raw_dir=PATH"
             ) from None
-    found = grouping.group_files(names, tolerance_s=config["grouping"]["tolerance_s"],
-                                 n_subbands=config["grouping"]["n_subbands"])
+    # A raw file that is not a readable regular file (a dangling symlink, say)
+    # makes its group incomplete: that group's problem, never the whole run's.
+    found = grouping.check_readable(
+        grouping.group_files(names, tolerance_s=config["grouping"]["tolerance_s"],
+                             n_subbands=config["grouping"]["n_subbands"]),
+        raw)
     try:
         selection = grouping.select_groups(found, config["grouping"]["incomplete"])
     except (grouping.GroupingError, naming.RawNameError) as err:

@@ -12,7 +12,6 @@ registration is one transaction: a job killed half-way leaves nothing of it.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import random
@@ -20,7 +19,6 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -67,10 +65,11 @@ class SyncReport:
     gone: list[tuple[str, str]] = field(default_factory=list)
     unchanged: list[tuple[str, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # files that could not be registered
+    died: list[tuple[str, str]] = field(default_factory=list)  # (rule, why) of runs found dead
 
     @property
     def changed(self) -> bool:
-        return bool(self.added or self.updated or self.gone)
+        return bool(self.added or self.updated or self.gone or self.died)
 
     def record(self, outcome: Outcome, kind: str, what: str) -> None:
         getattr(self, outcome).append((kind, what))
@@ -80,6 +79,8 @@ class SyncReport:
             f"sync: {len(self.added)} added, {len(self.updated)} updated, "
             f"{len(self.gone)} gone, {len(self.unchanged)} unchanged"
         )
+        if self.died:
+            head += f", {len(self.died)} died job(s) recorded"
         if self.problems:
             head += f", {len(self.problems)} problem(s)"
         lines = [head if self.changed or self.problems else head + " (no change)"]
@@ -89,6 +90,7 @@ class SyncReport:
             lines += [f"  {label:<8}{kind:<11} {what}" for kind, what in entries[:limit]]
             if len(entries) > limit:
                 lines.append(f"  ... and {len(entries) - limit} more {label}")
+        lines += [f"  died     {rule:<11} {why}" for rule, why in self.died[:limit]]
         lines += [f"  problem  {p}" for p in self.problems]
         return "\n".join(lines)
 
@@ -368,12 +370,16 @@ class Database:
         registers every one again (after a change of the registration code).
         """
         report = SyncReport()
+        report.problems.extend(self.integrity_problems(quick=True))
+        if report.problems:  # a damaged file: writing to it could only make it worse
+            return report
         known = {} if full else self._run(_registered_state, write=False)
         for path in iter_sidecar_files(results_dir):
             self._sync_sidecar(path, report, known)
         report.gone.extend(self._mark_gone())
         if raw_dir is not None:
             self._sync_raw(Path(raw_dir), tolerance_s, report)
+        report.died.extend((run["rule"], run["message"]) for run in self.reap_dead_jobs())
         return report
 
     def _sync_sidecar(self, path: Path, report: SyncReport, known: Mapping[str, Any]) -> None:
@@ -388,8 +394,10 @@ class Database:
             reg = Registration.from_file(path, record)
             if not os.path.lexists(reg.product):
                 return  # deleted product: marked gone below, registered again after a rerun
-            state = (CURRENT, reg.digest, *file_state(reg.product).values())
-            if known.get(str(reg.product)) == state:
+            # Status, sidecar digest and size: Snakemake touches outputs after the job has
+            # registered them, and a product rewritten by a job always has a new sidecar.
+            state = (CURRENT, reg.digest, file_state(reg.product)["size_bytes"])
+            if (known.get(str(reg.product)) or ())[:3] == state:
                 report.record("unchanged", reg.kind, str(reg.product))
                 return
             report.record(self._register(reg), reg.kind, str(reg.product))
@@ -460,6 +468,25 @@ class Database:
             lambda s: jobs.record(s, rule, wildcards or {}, status, **kwargs), write=True
         )
 
+    def reap_dead_jobs(self) -> list[dict[str, Any]]:
+        """Record as died every running job whose process is gone (:func:`.jobs.reap`)."""
+        return self._run(lambda s: [queries.as_dict(r) for r in jobs.reap(s)], write=True)
+
+    def integrity_problems(self, quick: bool = False) -> list[str]:
+        """SQLite's ``PRAGMA integrity_check`` (``quick``: ``quick_check``, which skips
+        the index-content checks, O(N) not O(N log N)): the problems found, [] when the
+        file is sound. Other databases check their own pages; [] for them."""
+        if self.engine.dialect.name != "sqlite":
+            return []
+        pragma = "quick_check" if quick else "integrity_check"
+        try:
+            with self.engine.connect() as connection:
+                rows = connection.exec_driver_sql(f"PRAGMA {pragma}").all()
+        except SQLAlchemyError as exc:
+            return [f"database {self.masked_url}: {_first_line(exc)}"]
+        found = [str(row[0]) for row in rows]
+        return [] if found == ["ok"] else [f"database {self.masked_url}: {p}" for p in found]
+
     # -- queries (see :mod:`.queries` for what each returns)
 
     def list_products(self, kind: str | None = None, **filters: Any) -> list[dict[str, Any]]:
@@ -529,8 +556,23 @@ def check_database(config: Mapping[str, Any]) -> str:
     try:
         with engine.connect() as connection:
             revision = migrate.schema_revision(connection, f"database {masked}")
+            if engine.dialect.name == "sqlite":
+                # A damaged file would fail jobs at registration, one by one.
+                found = [str(r[0]) for r in connection.exec_driver_sql("PRAGMA quick_check").all()]
+                if found != ["ok"]:
+                    raise DatabaseError(
+                        f"database {masked} is damaged ({'; '.join(found[:3])}): move it aside and "
+                        "rebuild it with `contimg db sync` (files are the truth)"
+                    )
     except SQLAlchemyError as exc:
-        raise DatabaseError(f"cannot reach database {masked}: {_first_line(exc)}") from exc
+        if "malformed" in _first_line(exc):
+            raise DatabaseError(
+                f"database {masked} is damaged ({_first_line(exc)}): move it aside and rebuild it "
+                "with `contimg db sync` (files are the truth)"
+            ) from exc
+        full = jobs.free_space_problem(url.database) if sqlite_file else None
+        reason = f"{full}: {_first_line(exc)}" if full else _first_line(exc)
+        raise DatabaseError(f"cannot reach database {masked}: {reason}") from exc
     finally:
         engine.dispose()
     migrate.require_head(revision, f"database {masked}")
@@ -542,38 +584,7 @@ def _first_line(exc: SQLAlchemyError) -> str:
     return " ".join(str(orig).split())
 
 
-@contextmanager
-def job_run(
-    config: Mapping[str, Any],
-    rule: str,
-    wildcards: Mapping[str, Any],
-    log: str | os.PathLike[str] | None = None,
-) -> Iterator[int]:
-    """Record a job run around a block: "running" at the start, then "success" or
-    "failed" with the exception as the reason (the exception is re-raised).
-
-    If the failure itself cannot be recorded, the job's own exception still
-    wins and carries a note saying so.
-    """
-    started = dt.datetime.now(dt.UTC)
-    with Database.from_config(config) as db:
-        run_id = db.record_job(rule, wildcards, "running", started=started, log=log)
-    try:
-        yield run_id
-    except BaseException as exc:
-        try:
-            with Database.from_config(config) as db:
-                db.record_job(
-                    rule, wildcards, "failed", run_id=run_id,
-                    finished=dt.datetime.now(dt.UTC), message=jobs.failure_message(exc),
-                )  # fmt: skip
-        except (DatabaseError, OSError) as db_exc:
-            exc.add_note(f"(the failure could not be recorded in the database: {db_exc})")
-        raise
-    with Database.from_config(config) as db:
-        db.record_job(
-            rule, wildcards, "success", run_id=run_id, finished=dt.datetime.now(dt.UTC)
-        )
+job_run = jobs.job_run
 
 
 def record_job(config: Mapping[str, Any], rule: str, wildcards: Mapping[str, Any], status: str, **kwargs: Any) -> int:

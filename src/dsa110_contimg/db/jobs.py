@@ -1,28 +1,61 @@
 """Job runs: which rule ran for which wildcards, when, where, and why it failed.
 
-Stages record a run when it starts and again when it ends (``job_run`` in
-:mod:`.core` does both around a block); ``contimg products night`` reads the
-latest run of each rule and group to say what failed and why.
+Every job records its run through :func:`job_run`: "running" when it starts
+(with host, process id and Slurm job id), then "success", or "failed" with the
+reason. A job that dies hard (SIGKILL, out of memory, node failure) cannot
+write its end; :func:`gone_reason` tells from the host and process id that it
+is gone, queries show such a run as died, and :func:`reap` (run by the next
+workflow run and by ``contimg db sync``) records it as "died".
+
+Operating-system errors are named for what they mean to an operator: a full
+disk is "out of disk space", not "disk I/O error".
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import logging
 import os
 import platform
-from collections.abc import Mapping
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import naming
+from ..runlock import pid_alive
 from .registry import ensure_group, utc_naive
 from .schema import JOB_STATUSES, JobRun
+
+logger = logging.getLogger("dsa110_contimg")
 
 #: Wildcards that name an observation group (a calibrator group is one too).
 GROUP_WILDCARDS = ("group", "calgroup")
 
 MAX_MESSAGE = 4000  # characters kept of a failure message
+
+#: OS errors an operator acts on, by errno: what to call them.
+OS_ERROR_NAMES = {
+    errno.ENOSPC: "out of disk space",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EIO: "input/output error (failing disk or lost network file system)",
+    errno.ENOMEM: "out of memory",
+    errno.EACCES: "permission denied",
+}
+
+#: SQLite's own words for a full disk (SQLITE_FULL).
+_SQLITE_FULL = "database or disk is full"
 
 
 def group_of(wildcards: Mapping[str, Any]) -> str | None:
@@ -38,10 +71,129 @@ def group_of(wildcards: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def os_problem(exc: BaseException) -> str | None:
+    """'out of disk space' (or another name from :data:`OS_ERROR_NAMES`) when
+    ``exc`` or what caused it is such an OS error; None otherwise."""
+    for link in _chain(exc):
+        if isinstance(link, OSError) and link.errno in OS_ERROR_NAMES:
+            return OS_ERROR_NAMES[link.errno]
+        if isinstance(link, OSError) and link.errno is None:  # shutil.Error: the errors as text
+            for number in re.findall(r"\[Errno (\d+)\]", str(link)):
+                if int(number) in OS_ERROR_NAMES:
+                    return OS_ERROR_NAMES[int(number)]
+        if isinstance(link, sqlite3.OperationalError) and _SQLITE_FULL in str(link):
+            return OS_ERROR_NAMES[errno.ENOSPC]
+    return None
+
+
 def failure_message(exc: BaseException) -> str:
-    """One line saying what went wrong: the exception type and its message."""
+    """One line saying what went wrong: the OS problem's name if any, the type and message."""
     text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    problem = os_problem(exc)
+    if problem and not text.startswith(problem):
+        text = f"{problem}: {text}"
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+
+def free_space_problem(path: str | os.PathLike[str], minimum_bytes: int = 1 << 20) -> str | None:
+    """'out of disk space on <path> (N bytes free)' when the file system holding
+    ``path`` (or its nearest existing parent) has less than ``minimum_bytes`` free."""
+    where = Path(path).absolute()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        return None
+    if free < minimum_bytes:
+        return f"{OS_ERROR_NAMES[errno.ENOSPC]} on the file system of {where} ({free} bytes free)"
+    return None
+
+
+# ------------------------------------------------------------ died runs
+
+
+def _proc_start(pid: int) -> dt.datetime | None:
+    """When process ``pid`` of this host started (naive UTC), from /proc; None if unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # field 22, starttime, counted after "pid (comm)"
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    age = uptime - ticks / os.sysconf("SC_CLK_TCK")
+    return utc_naive(dt.datetime.now(dt.UTC)) - dt.timedelta(seconds=age)
+
+
+def _slurm_gone(job_id: str) -> str | None:
+    """Why Slurm job ``job_id`` is over (None: still queued or running, or unknown)."""
+    squeue = shutil.which("squeue")
+    if squeue is None:
+        return None
+    try:
+        out = subprocess.run([squeue, "-h", "-j", job_id, "-o", "%T"], capture_output=True,
+                             text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode == 0 and out.stdout.strip():
+        return None
+    if out.returncode == 0 or "Invalid job id" in out.stderr:
+        return f"Slurm job {job_id} is no longer queued or running"
+    return None
+
+
+def gone_reason(run: JobRun | Mapping[str, Any], host: str | None = None) -> str | None:
+    """Why a run recorded as running is not running any more (None: it may be).
+
+    A run on this host whose process no longer exists, or whose process id now
+    belongs to a process started after the run (a reused id), died without a
+    final record. A run elsewhere is judged by its Slurm job when it has one;
+    otherwise it cannot be judged from here and is taken as running.
+    """
+    get = run.get if isinstance(run, Mapping) else lambda key: getattr(run, key)
+    if get("status") != "running":
+        return None
+    host = host or platform.node()
+    pid, started = get("pid"), utc_naive(get("started"))
+    where = f"process {pid} on {get('host')}"
+    if get("host") == host and pid is not None:
+        if not pid_alive(pid):
+            full = free_space_problem(get("log_path")) if get("log_path") else None
+            return (f"died: {where} is gone without a final record (killed, out of memory or crashed)"
+                    + (f"; {full}" if full else ""))
+        began = _proc_start(pid)
+        if started is not None and began is not None and began > started + dt.timedelta(seconds=2):
+            return f"died: {where} is gone without a final record (its id now belongs to another process)"
+        return None
+    if get("slurm_job_id"):
+        reason = _slurm_gone(str(get("slurm_job_id")))
+        if reason:
+            return f"died: {reason} and {where} left no final record"
+    return None
+
+
+def reap(session: Session, host: str | None = None) -> list[JobRun]:
+    """Record as "died" (with the reason) every running run that :func:`gone_reason` finds gone."""
+    died = []
+    for run in session.scalars(select(JobRun).where(JobRun.status == "running")):
+        reason = gone_reason(run, host)
+        if reason:
+            run.status = "died"
+            run.message = reason[:MAX_MESSAGE]
+            died.append(run)
+    session.flush()
+    return died
+
+
+# -------------------------------------------------------------- records
 
 
 def record(
@@ -99,3 +251,91 @@ def _group_row(session: Session, wildcards: Mapping[str, Any]) -> str | None:
     if group is not None:
         ensure_group(session, group)
     return group
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _database_problem(config: Mapping[str, Any], exc: BaseException) -> str:
+    """The database error, led by 'out of disk space' when that is the cause."""
+    from .core import database_url
+
+    text = " ".join(str(exc).split())
+    problem = os_problem(exc)
+    url = database_url(config)
+    if url.get_backend_name() == "sqlite" and url.database:
+        problem = free_space_problem(url.database) or problem
+    return f"{problem}: {text}" if problem and problem not in text else text
+
+
+class Terminated(BaseException):
+    """SIGTERM (Slurm's scancel, a time limit, a shutdown) turned into an exception,
+    so the job's ``finally`` blocks run and its failure is recorded."""
+
+
+def _raise_terminated(signum: int, _frame: Any) -> None:
+    raise Terminated(f"terminated by {signal.Signals(signum).name} (cancelled, time limit or shutdown)")
+
+
+@contextmanager
+def _terminate_as_exception() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` (main thread only; elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def job_run(
+    config: Mapping[str, Any],
+    rule: str,
+    wildcards: Mapping[str, Any],
+    log: str | os.PathLike[str] | None = None,
+) -> Iterator[int | None]:
+    """Record a job run around a block: "running" at the start (host, PID, Slurm
+    job id), then "success", or "failed" with the exception as the reason (the
+    exception is re-raised). SIGTERM within the block is raised as
+    :class:`Terminated`, so a cancelled job is recorded as failed, not left running.
+
+    When the start cannot be recorded the job fails at once with
+    :class:`~.errors.DatabaseError` naming the cause (a full disk named as
+    such): it could not register its product either. When the end cannot be
+    recorded, the job's own exception still wins and carries a note, and the
+    reason goes to the job's log; the run then shows as died once the process
+    is gone, never as running or succeeded.
+    """
+    from .core import Database
+    from .errors import DatabaseError
+
+    started = _now()
+    try:
+        with Database.from_config(config) as db:
+            run_id = db.record_job(rule, wildcards, "running", started=started, log=log)
+    except (DatabaseError, OSError) as exc:
+        raise DatabaseError(f"{rule}: cannot record the job's start: {_database_problem(config, exc)}") from exc
+    try:
+        with _terminate_as_exception():
+            yield run_id
+    except BaseException as exc:
+        reason = failure_message(exc)
+        if os_problem(exc):
+            logger.error("%s: %s", rule, reason)
+        try:
+            with Database.from_config(config) as db:
+                db.record_job(rule, wildcards, "failed", run_id=run_id, finished=_now(), message=reason)
+        except (DatabaseError, OSError) as db_exc:
+            note = f"(the failure could not be recorded in the database: {_database_problem(config, db_exc)})"
+            logger.error("%s %s", rule, note)
+            exc.add_note(note)
+        raise
+    try:
+        with Database.from_config(config) as db:
+            db.record_job(rule, wildcards, "success", run_id=run_id, finished=_now())
+    except (DatabaseError, OSError) as exc:
+        raise DatabaseError(f"{rule}: cannot record the job's success: {_database_problem(config, exc)}") from exc

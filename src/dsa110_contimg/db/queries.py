@@ -8,6 +8,7 @@ they like. :class:`~.core.Database` wraps each in a read transaction.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ..naming import N_SUBBANDS
+from . import jobs
 from .registry import KINDS, Kind, kind_of
 from .schema import (
     ACTIVE,
@@ -321,11 +323,14 @@ def night_summary(session: Session, date: dt.date | str) -> dict[str, Any]:
     )
     ids = [g.id for g in groups]
     stages: dict[str, set[str]] = {g: set() for g in ids}
-    stmt = select(Product.group_id, Product.kind).where(
+    stmt = select(Product.group_id, Product.kind, Product.path).where(
         Product.group_id.in_(ids), Product.status == CURRENT
     )
-    for group, kind in session.execute(stmt.distinct()):
-        stages[group].add(kind)
+    for group, kind, path in session.execute(stmt):
+        # Snakemake deletes a job's old outputs before it reruns it: a product
+        # registered as current whose file is gone does not count (db sync marks it gone).
+        if os.path.lexists(path):
+            stages[group].add(kind)
     stmt = select(Image.group_id, Image.grade).where(Image.status == CURRENT, Image.group_id.in_(ids))
     grades = dict(session.execute(stmt).all())
     runs = list(
@@ -336,18 +341,20 @@ def night_summary(session: Session, date: dt.date | str) -> dict[str, Any]:
             )
         )
     )
-    failures = [
-        {
-            "group": run.group_id,
-            "rule": run.rule,
-            "wildcards": run.wildcards,
-            "finished": run.finished,
-            "reason": run.message,
-            "log": run.log_path,
-        }
-        for run in _latest_runs(runs).values()
-        if run.status == "failed"
-    ]
+    failures = []
+    for run in _latest_runs(runs).values():
+        # A run still "running" whose process is gone died without a final record.
+        reason = run.message if run.status in ("failed", "died") else jobs.gone_reason(run)
+        if run.status in ("failed", "died") or reason:
+            failures.append({
+                "group": run.group_id,
+                "rule": run.rule,
+                "wildcards": run.wildcards,
+                "status": "failed" if run.status == "failed" else "died",
+                "finished": run.finished,
+                "reason": reason,
+                "log": run.log_path,
+            })  # fmt: skip
     failures.sort(key=lambda f: (f["group"] or "", f["rule"]))
     failed_groups: dict[str, list[dict[str, Any]]] = {}
     for failure in failures:

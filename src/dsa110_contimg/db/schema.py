@@ -48,8 +48,8 @@ CURRENT, GONE = "current", "gone"
 ACTIVE, RETIRED = "active", "retired"
 #: Image and mosaic QA grades.
 GRADES = ("good", "marginal", "bad")
-#: Statuses of a job run.
-JOB_STATUSES = ("running", "success", "failed")
+#: Statuses of a job run ("died": its process is gone without a final record).
+JOB_STATUSES = ("running", "success", "failed", "died")
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants BIGINT
 # for tables that grow by 10^5 rows a night.

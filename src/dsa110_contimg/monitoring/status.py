@@ -14,14 +14,15 @@ The report (``version`` 1)::
     generated          ISO UTC time the report was made (wall clock)
     reference_time     ISO UTC time ages are measured at: --now, else the newest observation's start
     raw_dir, database  where it looked (database URL with the password masked)
-    database_present   false when there is no (or an empty) database yet
+    database_present   false when there is no (or an empty, or a damaged) database yet
+    database_problems  what SQLite's quick_check found wrong with the database file ([] when sound)
     nights             newest first, at most status.nights; each:
         night          YYYY-MM-DD (UTC)
         totals         seen, incomplete, converted, calibrated, imaged, failed (groups), failed_jobs
         image_rms_over_thermal   median over the night's current images (null: none)
         flagged_fraction         median over its groups: calibrated MS's, else MS's (null: none)
         n_images       images with a noise figure
-        failures       [{group (null for fan-in jobs), rule, reason, log, finished}]
+        failures       [{group (null for fan-in jobs), rule, status (failed or died), reason, log, finished}]
         incomplete     [{group, problem}] from the raw listing
     calibration        n_solutions, n_passed, latest (newest passing: calgroup, calibrator,
                        transit_time, valid_start, valid_end, age_h, expired) or null,
@@ -52,18 +53,21 @@ from dsa110_contimg.raw import grouping
 
 from .. import provenance
 from ..db.registry import utc_naive
+from . import night as night_counts
 
 REPORT_VERSION = 1
 
 #: Every alert name, each with what it means (Prometheus exports all of them, 0 or 1).
 ALERTS = {
     "jobs_failed": "a job's latest run failed",
+    "jobs_died": "a job's latest run died without a final record (killed, out of memory, node lost)",
     "incomplete_groups": "more incomplete raw groups in a night than status.max_incomplete_groups",
     "image_noise": "a night's median image rms / thermal above status.max_rms_over_thermal",
     "flagged_fraction": "a night's median flagged fraction above status.max_flagged_fraction",
     "calibration_stale": "no passing calibration, or the newest older than status.max_calibration_age_h",
     "calibrator_flux_drift": "a calibrator's flux off its catalogue value by more than calibration.flux_alert_fraction",
     "data_stale": "the newest observation older than status.max_data_age_h (wall clock)",
+    "database_damaged": "the product database fails SQLite's integrity check (contimg db check)",
 }
 
 #: Per-night group counts: key -> what it counts (also the Prometheus HELP).
@@ -90,15 +94,7 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 def _raw_groups(config: Mapping[str, Any]) -> tuple[list[grouping.Group], str | None]:
     """The raw listing's groups, or none and why (a raw_dir that does not exist yet)."""
-    raw = config["raw_dir"]
-    try:
-        names = grouping.raw_names(raw)
-    except FileNotFoundError:
-        return [], f"raw_dir {raw!r} does not exist"
-    found = grouping.group_files(
-        names, tolerance_s=config["grouping"]["tolerance_s"], n_subbands=config["grouping"]["n_subbands"]
-    )
-    return found.groups, None
+    return night_counts.raw_groups(config)
 
 
 @contextmanager
@@ -164,11 +160,6 @@ def _median(values: Iterable[float | None]) -> float | None:
 # ----------------------------------------------------------------- nights
 
 
-def _empty_night(day: dt.date) -> dict[str, Any]:
-    totals = {"seen": 0, "converted": 0, "calibrated": 0, "imaged": 0, "failed": 0}
-    return {"night": day.isoformat(), "totals": totals, "groups": [], "failures": []}
-
-
 def _qa_medians(database: Any, day: dt.date, ids: set[str]) -> dict[str, Any]:
     """Median image noise over thermal and flagged fraction of a night's groups."""
     if database is None or not ids:
@@ -190,32 +181,23 @@ def _qa_medians(database: Any, day: dt.date, ids: set[str]) -> dict[str, Any]:
 
 
 def _night(database: Any, day: dt.date, raw: Sequence[grouping.Group]) -> dict[str, Any]:
-    """One night: the database's night summary merged with the raw listing of that date."""
-    summary = database.night(day) if database is not None else _empty_night(day)
-    on_disk = {g.id: g for g in raw if g.start.date() == day}
-    ids = {row["group"] for row in summary["groups"]} | set(on_disk)
-    # Only the listing knows completeness: the database counts raw files after `db sync` only.
-    incomplete = [{"group": g.id, "problem": g.problem()} for g in on_disk.values() if not g.complete]
+    """One night: the database's night summary merged with the raw listing of that date
+    (:func:`.night.merge`, which ``contimg products night`` uses too)."""
+    summary = database.night(day) if database is not None else night_counts.empty_summary(day)
+    merged = night_counts.merge(summary, raw, day)
+    ids = {row["group"] for row in merged["groups"]}
     failures = [
-        {key: failure[key] for key in ("group", "rule", "reason", "log")} | {"finished": _iso(failure["finished"])}
-        for failure in summary["failures"]
+        {key: failure[key] for key in ("group", "rule", "reason", "log")}
+        | {"status": failure.get("status", "failed"), "finished": _iso(failure["finished"])}
+        for failure in merged["failures"]
     ]
-    db_totals = summary["totals"]
-    totals = {
-        "seen": len(ids),
-        "incomplete": len(incomplete),
-        "converted": db_totals["converted"],
-        "calibrated": db_totals["calibrated"],
-        "imaged": db_totals["imaged"],
-        "failed": db_totals["failed"],
-        "failed_jobs": len(failures),
-    }
+    keys = ("seen", "incomplete", "converted", "calibrated", "imaged", "failed", "failed_jobs")
     return {
         "night": day.isoformat(),
-        "totals": totals,
+        "totals": {key: merged["totals"][key] for key in keys},
         **_qa_medians(database, day, ids),
         "failures": failures,
-        "incomplete": sorted(incomplete, key=lambda i: i["group"]),
+        "incomplete": merged["incomplete"],
         "_ids": ids,  # dropped before the report is returned
     }
 
@@ -314,6 +296,10 @@ def gather(
     raw, raw_note = _raw_groups(config)
     now = None if now is None else utc_naive(now)
     with _database(config) as (database, masked, db_note):
+        # A damaged file (SQLite quick_check) is an alert; nothing is read from it.
+        damaged = database.integrity_problems(quick=True) if database is not None else []
+        if damaged:
+            database, db_note = None, f"the product database {masked} is damaged"
         days = {g.start.date() for g in raw}
         if database is not None:
             days |= set(_db_nights(database, n_nights))
@@ -332,6 +318,7 @@ def gather(
         "raw_dir": config["raw_dir"],
         "database": masked,
         "database_present": database is not None,
+        "database_problems": damaged,
         "nights": night_rows,
         "calibration": calibration,
         "calibrator_flux": flux,
@@ -361,11 +348,13 @@ def _alert(name: str, message: str, night: str | None = None) -> dict[str, Any]:
 
 def _night_alerts(night: Mapping[str, Any], limits: Mapping[str, Any]) -> list[dict[str, Any]]:
     day, totals, out = night["night"], night["totals"], []
-    if night["failures"]:
-        named = ", ".join(f"{f['group'] or 'fan-in'} {f['rule']}" for f in night["failures"][:5])
-        more = len(night["failures"]) - 5
-        out.append(_alert("jobs_failed", f"{len(night['failures'])} failed job(s): {named}"
-                          + (f" and {more} more" if more > 0 else ""), day))
+    for name, status, what in (("jobs_failed", "failed", "failed"), ("jobs_died", "died", "died")):
+        these = [f for f in night["failures"] if f.get("status", "failed") == status]
+        if these:
+            named = ", ".join(f"{f['group'] or 'fan-in'} {f['rule']}" for f in these[:5])
+            more = len(these) - 5
+            out.append(_alert(name, f"{len(these)} {what} job(s): {named}"
+                              + (f" and {more} more" if more > 0 else ""), day))
     if totals["incomplete"] > limits["max_incomplete_groups"]:
         named = ", ".join(i["group"] for i in night["incomplete"][:5])
         out.append(_alert("incomplete_groups", f"{totals['incomplete']} incomplete group(s): {named} "
@@ -400,6 +389,9 @@ def _calibration_alert(report: Mapping[str, Any], limit_h: float) -> dict[str, A
 def alerts(report: Mapping[str, Any], limits: Mapping[str, Any], wall_clock: dt.datetime) -> list[dict[str, Any]]:
     """The active alerts of a report under ``limits`` (:func:`thresholds`)."""
     out = [a for night in report["nights"] for a in _night_alerts(night, limits)]
+    if report.get("database_problems"):
+        out.append(_alert("database_damaged", f"{report['database']}: {report['database_problems'][0]} "
+                          "(contimg db check lists all; move the file aside and rebuild it with contimg db sync)"))
     stale = _calibration_alert(report, limits["max_calibration_age_h"])
     if stale:
         out.append(stale)

@@ -11,8 +11,9 @@ file and stays fast on a month of listings.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+import stat
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import NamedTuple
@@ -39,7 +40,9 @@ class Group:
     ``files`` maps subband -> name (as given: basename or path). When a
     subband appears twice, ``files`` holds the earlier file and
     ``duplicates`` lists every file claiming that subband; such a group is not
-    complete because nobody can tell which file is right.
+    complete because nobody can tell which file is right. ``unreadable`` maps
+    subbands whose file is not a readable regular file (a dangling symlink, a
+    file without read permission) to the reason (see :func:`check_readable`).
     """
 
     id: str
@@ -47,11 +50,12 @@ class Group:
     files: dict[int, str]
     missing: list[int]
     duplicates: dict[int, list[str]] = field(default_factory=dict)
+    unreadable: dict[int, str] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
-        """Every subband present exactly once: ready to convert."""
-        return not self.missing and not self.duplicates
+        """Every subband present exactly once and readable: ready to convert."""
+        return not self.missing and not self.duplicates and not self.unreadable
 
     def ordered_files(self) -> list[str]:
         """The files in subband order, sb00 (the highest frequency) first."""
@@ -64,6 +68,8 @@ class Group:
             parts.append("missing subbands " + ", ".join(f"sb{sb:02d}" for sb in self.missing))
         for sb, names in sorted(self.duplicates.items()):
             parts.append(f"sb{sb:02d} appears twice: " + " and ".join(names))
+        for sb, why in sorted(self.unreadable.items()):
+            parts.append(f"sb{sb:02d} {why}")
         return "; ".join(parts)
 
 
@@ -107,6 +113,48 @@ def raw_names(raw_dir: str | os.PathLike) -> list[str]:
     """
     with os.scandir(raw_dir) as entries:
         return [entry.name for entry in entries if not entry.is_dir()]
+
+
+def unreadable_files(raw_dir: str | os.PathLike, names: Iterable[str]) -> dict[str, str]:
+    """name -> why, for the names in ``raw_dir`` that are not readable regular files.
+
+    One ``stat`` per name (no file is opened): a dangling symlink, a symlink to
+    something that is not a regular file, a file that vanished since the
+    listing, or one this user cannot read.
+    """
+    problems = {}
+    for name in names:
+        path = os.path.join(raw_dir, name)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            if os.path.islink(path):
+                problems[name] = f"{path}: dangling symlink to {os.readlink(path)!r}"
+            else:
+                problems[name] = f"{path}: vanished since raw_dir was listed"
+            continue
+        except OSError as exc:
+            problems[name] = f"{path}: cannot stat ({exc.strerror})"
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            problems[name] = f"{path}: not a regular file"
+        elif not os.access(path, os.R_OK):
+            problems[name] = f"{path}: not readable (permission denied)"
+    return problems
+
+
+def check_readable(grouping: Grouping, raw_dir: str | os.PathLike) -> Grouping:
+    """``grouping`` with each group's unreadable files (:func:`unreadable_files`) marked:
+    such a group is incomplete, that group's problem alone."""
+    problems = unreadable_files(raw_dir, [name for g in grouping.groups for name in g.files.values()])
+    if not problems:
+        return grouping
+    return Grouping([_mark(g, problems) for g in grouping.groups], grouping.invalid, grouping.ignored)
+
+
+def _mark(group: Group, problems: Mapping[str, str]) -> Group:
+    bad = {sb: problems[name] for sb, name in group.files.items() if name in problems}
+    return replace(group, unreadable=bad) if bad else group
 
 
 def group_files(names: Iterable[str], tolerance_s: float = 60, n_subbands: int = 16) -> Grouping:

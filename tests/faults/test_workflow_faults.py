@@ -1,0 +1,282 @@
+"""Faults injected into a real run: status names them, nothing is lost or replaced, a rerun recovers.
+
+The cases share one workflow run (conftest.py, faultsite.py) and each leaves
+it healthy again; each writes its row of the fault table.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import needs
+import numpy as np
+import yaml
+from casacore import tables
+from faultsite import Site, record
+
+from dsa110_contimg import naming
+
+
+def _runs(site: Site, rule: str) -> list[dict]:
+    with site.database() as db:
+        return db.job_runs(rule=rule, group=site.group)
+
+
+def test_injection_strings_in_paths_stop_the_run_before_anything_runs(site: Site, tmp_path):
+    marker = tmp_path / "pwned"
+    for key, value in (
+        ("results_dir", f"{tmp_path}/r'$(touch {marker})'"),
+        ("results_dir", f"{tmp_path}/r`touch {marker}`"),
+        ("calibration", {"pin": "../../../etc"}),
+    ):
+        config = tmp_path / "hostile.yaml"
+        config.write_text(yaml.safe_dump({**yaml.safe_load(site.config.read_text()), key: value}))
+        t0 = time.monotonic()
+        out = site.snakemake(config=config, workdir=tmp_path)
+        assert out.returncode != 0 and f"config key '{key}" in out.stderr, out.stderr[-2000:]
+        assert not marker.exists()
+        assert not any(p.name.startswith("r") for p in tmp_path.iterdir() if p.is_dir() and p.name != ".snakemake")
+    site.assert_healthy()
+    record("`$(...)`, backtick or quote in results_dir; `..` in calibration.pin",
+           "(no run starts) snakemake: config key named, 'contains ... which CASA and the shell would interpret'",
+           "nothing (nothing ran)", time.monotonic() - t0)
+
+
+def test_a_dangling_raw_symlink_is_its_groups_problem_alone(site: Site):
+    raw = site.workdir / "raw"
+    real = sorted(raw.iterdir())
+    later = "2025-06-16T05:00:00"
+    links = []
+    for path in real:
+        link = raw / f"{later}_{path.name.rsplit('_', 1)[1]}"
+        link.symlink_to(path if "_sb05" not in path.name else raw / "vanished.hdf5")
+        links.append(link)
+    try:
+        out = site.snakemake()
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "MissingInputException" not in out.stderr
+        assert f"{raw / (later + '_sb05.hdf5')}: dangling symlink" in out.stderr
+        status = site.status()
+        assert status.returncode == 1
+        assert f"incomplete_groups {later[:10]}" in status.stdout
+        assert f"{later}  sb05 {raw / (later + '_sb05.hdf5')}: dangling symlink to" in status.stdout
+        night = site.contimg("products", "night", later[:10], "--format", "json")
+        report = site.status_json()
+        (status_night,) = [n for n in report["nights"] if n["night"] == later[:10]]
+        assert yaml.safe_load(night.stdout)["totals"]["incomplete"] == status_night["totals"]["incomplete"] == 1
+    finally:
+        t0 = time.monotonic()
+        for link in links:
+            link.unlink()
+    site.assert_healthy()
+    record("dangling raw symlink (one subband of a new group)",
+           "exit 1, `incomplete_groups`: the group, `sb05 <file>: dangling symlink to <target>`; the run goes on",
+           "nothing (the group waits for its file)", time.monotonic() - t0)
+
+
+def test_a_corrupt_database_page_is_found_and_rebuilt_from_the_files(site: Site):
+    db_file = site.results / "products.sqlite"
+    with sqlite3.connect(db_file) as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = con.execute("PRAGMA page_size").fetchone()[0]
+        (root,) = con.execute("SELECT rootpage FROM sqlite_master WHERE name = 'images'").fetchone()
+        n_pages = con.execute("PRAGMA page_count").fetchone()[0]
+    assert 1 < root < n_pages, "a page in the middle of the file"
+    with open(db_file, "r+b") as f:
+        f.seek((root - 1) * page_size)
+        f.write(np.random.default_rng(1).bytes(page_size))
+
+    status = site.status()
+    assert status.returncode == 1 and "database_damaged" in status.stdout, status.stdout + status.stderr
+    check = site.contimg("db", "check")
+    assert check.returncode == 1 and "damaged" in check.stdout
+    sync = site.contimg("db", "sync")
+    assert sync.returncode == 1 and "problem" in sync.stdout
+    dry = site.snakemake("-n")
+    assert dry.returncode != 0 and "product database: database sqlite" in dry.stdout + dry.stderr, dry.stdout[-2000:]
+    assert "is damaged" in dry.stdout + dry.stderr, dry.stdout[-2000:]
+
+    t0 = time.monotonic()
+    db_file.rename(db_file.with_suffix(".damaged"))
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db_file}{suffix}").unlink(missing_ok=True)
+    rebuilt = site.contimg("db", "sync")
+    assert rebuilt.returncode == 0 and "added" in rebuilt.stdout, rebuilt.stdout + rebuilt.stderr
+    out = site.snakemake()
+    assert out.returncode == 0, out.stderr[-2000:]
+    recover = time.monotonic() - t0
+    site.assert_healthy()
+    Path(f"{db_file.with_suffix('.damaged')}").unlink()
+    record("corrupt SQLite page (the images table's root page)",
+           "exit 1, `database_damaged` (quick_check); `db check`/`db sync` exit 1; snakemake stops at parse",
+           "the job-run history (only in the database; the job logs stay); products rebuilt from sidecars",
+           recover)
+
+
+def test_imaging_an_all_flagged_ms_fails_its_job_on_the_record(site: Site):
+    ms = Path(naming.product_path(site.results, "calibrated", site.group))
+    with tables.table(str(ms), readonly=False, ack=False) as t:
+        flags = t.getcol("FLAG")
+        t.putcol("FLAG", np.ones_like(flags))
+    try:
+        out = site.snakemake("--forcerun", "image")
+        assert out.returncode != 0
+        status = site.status()
+        assert status.returncode == 1, status.stdout
+        assert f"jobs_failed {site.group[:10]}: 1 failed job(s): {site.group} image" in status.stdout
+        failed = status.stdout.split("failed:\n", 1)[1].splitlines()[0]
+        assert "image: ImagingError" in failed and "flagged" in failed, failed
+        (night,) = site.status_json()["nights"]
+        assert (night["totals"]["imaged"], night["totals"]["failed"]) == (0, 1), night["totals"]
+        assert _runs(site, "image")[-1]["status"] == "failed"
+        assert not site.image.exists() and site.leftovers() == []
+    finally:
+        t0 = time.monotonic()
+        with tables.table(str(ms), readonly=False, ack=False) as t:
+            t.putcol("FLAG", flags)
+    out = site.snakemake()
+    assert out.returncode == 0, out.stderr[-2000:]
+    recover = time.monotonic() - t0
+    site.assert_healthy()
+    record("imaging an all-flagged MS", "exit 1, `jobs_failed`: `<group> image: ImagingError: ... flagged`; "
+           "imaged 0, failed 1", "nothing (the image is redone from the calibrated MS)", recover)
+
+
+def test_a_job_killed_mid_write_is_shown_as_died_and_cleaned_up(site: Site):
+    proc = site.start("--forcerun", "image")
+    try:
+        pid = site.wait_for_image_job(proc)
+        os.kill(pid, signal.SIGKILL)  # as the OOM killer would
+        assert proc.wait(timeout=300) != 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    status = site.status()
+    assert status.returncode == 1 and f"jobs_died {site.group[:10]}: 1 died job(s): {site.group} image" \
+        in status.stdout, status.stdout
+    assert f"image: died: process {pid}" in status.stdout
+    assert _runs(site, "image")[-1]["status"] == "running", "the database cannot know until someone looks"
+    assert any(".image-work-" in p for p in site.leftovers())
+
+    t0 = time.monotonic()
+    out = site.snakemake()
+    assert out.returncode == 0, out.stderr[-2000:]
+    recover = time.monotonic() - t0
+    assert "recorded as died" in out.stderr and "removed 1 leftover(s) of dead job attempts" in out.stderr
+    runs = _runs(site, "image")
+    assert [r["status"] for r in runs[-2:]] == ["died", "success"]
+    site.assert_healthy()
+    record("kill -9 of the image job mid-write", "exit 1, `jobs_died`: `<group> image: died: process N "
+           "on <host> is gone without a final record`", "nothing (work folder removed by the next run)", recover)
+
+
+def test_a_second_snakemake_from_another_directory_is_refused(site: Site, tmp_path):
+    first = site.start("--forcerun", "image", name="first")
+    try:
+        site.wait_for_image_job(first)
+        os.killpg(first.pid, signal.SIGSTOP)  # the first run stays busy while the second starts
+        t0 = time.monotonic()
+        second = site.snakemake("--forcerun", "image", workdir=tmp_path)
+        os.killpg(first.pid, signal.SIGCONT)
+        assert second.returncode != 0
+        assert f"is in use by another workflow run: pid {first.pid} on" in second.stdout + second.stderr, \
+            (second.stdout + second.stderr)[-2000:]
+        assert first.wait(timeout=600) == 0, site.log_tail(name="first")
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGCONT)
+            os.killpg(first.pid, signal.SIGKILL)
+    assert not (tmp_path / "results").exists()
+    site.assert_healthy()
+    record("two snakemakes on one results_dir from different working directories",
+           "(the second stops at once) `results_dir ... is in use by another workflow run: pid N on host, "
+           "started T in DIR`; status unchanged", "nothing", time.monotonic() - t0)
+
+
+def test_an_orphan_of_a_killed_snakemake_never_replaces_the_rerun_product(site: Site):
+    other = site.workdir / "other.yaml"
+    other.write_text(yaml.safe_dump({**yaml.safe_load(site.config.read_text()), "imaging": {"imsize": 256}}))
+    first = site.start("--forcerun", "image", config=other, name="orphaned")
+    try:
+        orphan = site.wait_for_image_job(first)
+        os.kill(first.pid, signal.SIGKILL)  # Snakemake alone: its job goes on as an orphan ...
+        first.wait(timeout=60)
+        os.killpg(first.pid, signal.SIGSTOP)  # ... held back (with its imager) until the rerun is done
+        t0 = time.monotonic()
+        unlock = site.snakemake("--unlock")
+        assert unlock.returncode == 0, unlock.stderr[-2000:]
+        out = site.snakemake()
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "took over the lock of" in out.stderr and f"pid {first.pid}" in out.stderr
+        recover = time.monotonic() - t0
+    finally:
+        try:  # the orphan (256 pixels) finishes after the rerun (128 pixels)
+            os.killpg(first.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{orphan}"):
+        time.sleep(0.5)
+    with fits_header(site.image) as header:
+        assert header["NAXIS1"] == 128, "the rerun's 128-pixel image stands"
+    (stale,) = [r for r in _runs(site, "image") if r["pid"] == orphan]
+    assert stale["status"] == "failed" and "StaleAttemptError: stale attempt" in stale["message"], stale
+    assert f"the snakemake that started this job (pid {first.pid}" in stale["message"] \
+        or "no longer holds" in stale["message"]
+    site.assert_healthy()
+    record("kill -9 of snakemake; its orphaned image job finishes after a rerun",
+           "(rerun) `took over the lock ... from a run that is gone`; orphan's run `failed: StaleAttemptError`, "
+           "exit 0", "nothing (the orphan's output is discarded, the rerun's product stands)", recover)
+
+
+class fits_header:  # noqa: N801  (a context manager used like a function)
+    def __init__(self, path: Path):
+        from astropy.io import fits
+
+        self.hdul = fits.open(path)
+
+    def __enter__(self):
+        return self.hdul[0].header
+
+    def __exit__(self, *exc):
+        self.hdul.close()
+
+
+def test_a_full_disk_is_named_and_a_rerun_recovers(site: Site, tmp_path):
+    """results_dir on a 6 MB tmpfs: the MS fits, the calibration's copy of it does not."""
+    if os.geteuid() != 0:
+        needs.unavailable("mounting a tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], check=True)
+    try:
+        config = tmp_path / "small.yaml"
+        config.write_text(yaml.safe_dump({**yaml.safe_load(site.config.read_text()),
+                                          "results_dir": str(mount / "results")}))  # fmt: skip
+        small = Site(tmp_path, config, site.group)
+        out = small.snakemake()
+        assert out.returncode != 0
+        status = small.status()
+        assert status.returncode == 1 and "jobs_failed" in status.stdout, status.stdout
+        failed = status.stdout.split("failed:\n", 1)[1].splitlines()[0]
+        assert f"{site.group}  solve_calibration: out of disk space" in failed, failed
+        (run,) = [r for r in _runs(small, "solve_calibration")]
+        assert run["status"] == "failed" and run["message"].startswith("out of disk space")
+        assert not (mount / "results" / "caltables" / site.group).exists() and small.leftovers() == []
+
+        t0 = time.monotonic()
+        subprocess.run(["mount", "-o", "remount,size=64m", str(mount)], check=True)
+        out = small.snakemake()
+        assert out.returncode == 0, out.stderr[-3000:]
+        recover = time.monotonic() - t0
+        small.assert_healthy()
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+    record("disk full (results_dir on a 6 MB tmpfs)", "exit 1, `jobs_failed`: `<group> solve_calibration: "
+           "out of disk space: ... [Errno 28] No space left on device ...`", "nothing (MS kept; the "
+           "calibration's temporary removed)", recover)

@@ -97,9 +97,10 @@ def test_a_corrupt_database_page_is_found_and_rebuilt_from_the_files(site: Site)
     assert check.returncode == 1 and "damaged" in check.stdout
     sync = site.contimg("db", "sync")
     assert sync.returncode == 1 and "problem" in sync.stdout
-    dry = site.snakemake("-n")
-    assert dry.returncode != 0 and "product database: database sqlite" in dry.stdout + dry.stderr, dry.stdout[-2000:]
-    assert "is damaged" in dry.stdout + dry.stderr, dry.stdout[-2000:]
+    # What a run's onstart checks (contimg check runs the same preflight): refused before any job.
+    preflight = site.contimg("check")
+    assert preflight.returncode == 1 and "product database: database sqlite" in preflight.stderr, preflight.stderr
+    assert "is damaged" in preflight.stderr, preflight.stderr
 
     t0 = time.monotonic()
     db_file.rename(db_file.with_suffix(".damaged"))

@@ -100,7 +100,7 @@ def test_db_errors_are_one_line(tmp_path, capsys):
 
 def test_transits_lists_3c286_once_a_sidereal_day(capsys):
     assert cli.main(["transits", "--start", "2025-06-15", "--end", "2025-06-18", "--dec", "30.5"]) == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("3C286")]
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("3C286 ")]
     assert len(lines) == 3 and "2025-06-16T03:46:46" in lines[1]
 
 

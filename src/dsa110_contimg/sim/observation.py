@@ -339,7 +339,7 @@ def simulate_observation(opts: SimOptions, start: datetime, sky: pd.DataFrame, g
 
     src_ra, src_dec = np.radians(sky.ra_deg.to_numpy()), np.radians(sky.dec_deg.to_numpy())
     app_ra, app_dec = geometry.icrs_to_apparent(jd[None, :], src_ra[:, None], src_dec[:, None])
-    l, m, n = geometry.direction_cosines(app_ra, app_dec, lst[None, :], dec0)
+    ell, m, n = geometry.direction_cosines(app_ra, app_dec, lst[None, :], dec0)
     theta = np.arccos(np.clip(n, -1, 1))
 
     freqs = {sb: telescope.subband_frequencies(sb, opts.n_chan) for sb in opts.subbands}
@@ -363,7 +363,7 @@ def simulate_observation(opts: SimOptions, start: datetime, sky: pd.DataFrame, g
         sl = slice(offset, offset + f.size)
         offset += f.size
         vis = _model_visibilities(
-            uvw_true, l[visible], m[visible], n[visible], amp[visible][:, :, sl], f
+            uvw_true, ell[visible], m[visible], n[visible], amp[visible][:, :, sl], f
         )  # (Ntimes, Nbls, Nfreq)
         total_auto = amp[visible][:, :, sl].sum(axis=0)  # (Ntimes, Nfreq)
         data = np.empty((n_t, n_bls, f.size, 2), np.complex64)
@@ -488,7 +488,7 @@ def simulate_span(
         obs = simulate_observation(opts, start, sky, gains, rng, np.random.default_rng([opts.seed, 3, k]))
         jitter = rng.uniform(0, opts.jitter_s, len(opts.subbands))
         names = {}
-        for sb, dt in zip(opts.subbands, jitter):
+        for sb, dt in zip(opts.subbands, jitter, strict=True):
             stamp = (start + timedelta(seconds=float(dt))).replace(microsecond=0)
             path = out_dir / naming.raw_filename(stamp, sb)
             write_subband_file(path, obs, sb, opts)

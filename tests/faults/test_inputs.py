@@ -51,13 +51,14 @@ def test_an_unreadable_raw_file_is_its_groups_problem_alone(tmp_path):
     (raw / bad[4]).unlink()
     (raw / bad[4]).symlink_to(tmp_path / "gone.hdf5")
     (raw / bad[7]).unlink()
-    os.mkfifo(raw / bad[7])  # not a regular file
+    os.mkfifo(tmp_path / "fifo")
+    (raw / bad[7]).symlink_to(tmp_path / "fifo")
     found = grouping.check_readable(grouping.group_files(grouping.raw_names(raw)), raw)
     first, second = found.groups
     assert first.complete and not first.unreadable
     assert not second.complete and sorted(second.unreadable) == [4, 7]
     assert f"sb04 {raw / bad[4]}: dangling symlink to '{tmp_path / 'gone.hdf5'}'" in second.problem()
-    assert f"sb07 {raw / bad[7]}: not a regular file" in second.problem()
+    assert f"sb07 {raw / bad[7]}: symlink to something that is not a regular file" in second.problem()
     selection = grouping.select_groups(found, "skip")
     assert [g.id for g in selection.groups] == [first.id] and "dangling symlink" in selection.warning
 

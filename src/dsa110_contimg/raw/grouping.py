@@ -41,8 +41,8 @@ class Group:
     subband appears twice, ``files`` holds the earlier file and
     ``duplicates`` lists every file claiming that subband; such a group is not
     complete because nobody can tell which file is right. ``unreadable`` maps
-    subbands whose file is not a readable regular file (a dangling symlink, a
-    file without read permission) to the reason (see :func:`check_readable`).
+    subbands whose file cannot be read (a dangling symlink, a symlink to
+    something else than a regular file) to the reason (see :func:`check_readable`).
     """
 
     id: str
@@ -116,30 +116,32 @@ def raw_names(raw_dir: str | os.PathLike) -> list[str]:
 
 
 def unreadable_files(raw_dir: str | os.PathLike, names: Iterable[str]) -> dict[str, str]:
-    """name -> why, for the names in ``raw_dir`` that are not readable regular files.
+    """name -> why, for the names in ``raw_dir`` that Snakemake would find missing.
 
-    One ``stat`` per name (no file is opened): a dangling symlink, a symlink to
-    something that is not a regular file, a file that vanished since the
-    listing, or one this user cannot read.
+    A listed name that is a symlink is followed (one ``stat`` per symlink; a
+    regular file costs nothing: the directory listing says what it is): a
+    dangling symlink, or one to something that is not a regular file, is
+    reported, and so is a name that vanished since the listing. A regular
+    file this user cannot read is left to its convert job, which fails with
+    the file named (its group's problem alone, like these).
     """
-    problems = {}
-    for name in names:
+    wanted = set(names)
+    with os.scandir(raw_dir) as entries:
+        listed = {e.name: e.is_symlink() for e in entries}
+    problems = {name: f"{os.path.join(raw_dir, name)}: vanished since raw_dir was listed"
+                for name in wanted.difference(listed)}  # fmt: skip
+    for name in wanted.intersection(n for n, link in listed.items() if link):
         path = os.path.join(raw_dir, name)
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            if os.path.islink(path):
-                problems[name] = f"{path}: dangling symlink to {os.readlink(path)!r}"
-            else:
-                problems[name] = f"{path}: vanished since raw_dir was listed"
+            problems[name] = f"{path}: dangling symlink to {os.readlink(path)!r}"
             continue
         except OSError as exc:
-            problems[name] = f"{path}: cannot stat ({exc.strerror})"
+            problems[name] = f"{path}: cannot follow the symlink ({exc.strerror})"
             continue
         if not stat.S_ISREG(st.st_mode):
-            problems[name] = f"{path}: not a regular file"
-        elif not os.access(path, os.R_OK):
-            problems[name] = f"{path}: not readable (permission denied)"
+            problems[name] = f"{path}: symlink to something that is not a regular file"
     return problems
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -28,5 +27,4 @@ def snakemake_exe() -> Path:
     return exe
 
 
-#: Where tests leave files for people to look at (screenshots); not cleaned up.
-ARTIFACTS = Path(os.environ.get("CONTIMG_TEST_ARTIFACTS", REPO / "test-artifacts"))
+from artifacts import ARTIFACTS  # noqa: E402,F401  (where tests leave files for people to look at)

@@ -316,7 +316,7 @@ def test_cli_arguments(tmp_path, capsys):
 
 
 def test_report_of_a_partial_run_opens_in_a_browser(run, snakemake_exe, repo_root):
-    from conftest import ARTIFACTS
+    from artifacts import ARTIFACTS
     from needs import require_tool
 
     chromium = require_tool("chromium")

@@ -163,7 +163,7 @@ def test_demo_workflow_runs_through_slurm(demo_run):
 
 def test_report_of_the_demo_run_opens_in_a_browser(demo_run, snakemake_exe, repo_root):
     """The report of the whole demo: every category holds its figures; a real browser renders it."""
-    from conftest import ARTIFACTS
+    from artifacts import ARTIFACTS
     from needs import require_tool
     from report_check import build_report, open_in_browser, report_results
 

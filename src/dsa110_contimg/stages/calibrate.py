@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dsa110_contimg.calibration import caltables as calibration
-from dsa110_contimg.calibration import fluxmon
+from dsa110_contimg.calibration import flagging, fluxmon
 from dsa110_contimg.calibration import plan as calplan
 from dsa110_contimg.calibration.transits import NoCalibrationError
 
@@ -91,6 +91,7 @@ def apply_calibration(
         t0 = time.perf_counter()
         with provenance.atomic_output(calibrated) as tmp:
             qa = calibration.apply(ms, caldir, str(tmp), width=cfg["average_channels"], log=logger)
+            qa.update(flagging.flag_rfi(str(tmp), flagging.FlagOptions(**cfg["target_rfi"]), log=logger))
         qa.update(caltable=choice.calgroup, separation_h=choice.separation_h, warning=choice.warning)
         provenance.write_sidecar(calibrated, kind="calibrated", group=group, inputs=[ms, str(caldir)],
                                  config=dict(config), qa=qa, timings={"wall_s": time.perf_counter() - t0})

@@ -28,10 +28,22 @@ be the restoring beam (``beam``, the usual assumption). For noise correlated
 like the beam, ``w^T R w`` tends to 4/3 in the continuum limit: the beam fit
 has a 15% larger error than the rms.
 
+That is the statistical error (``flux_err_stat_jy``). Above ~20 sigma the
+scatter of measured fluxes about the truth is dominated by what the noise
+does not show: the flux-scale error of the image's calibration, primary-beam
+model errors, deconvolution errors. ``flux_err_jy`` adds a fraction
+``systematic_fraction`` of the flux in quadrature,
+
+    err^2 = err_stat^2 + (systematic_fraction x flux)^2,
+
+so the pulls (flux - truth) / err of bright sources keep unit width.
+
 Flags (bits, :class:`Flag`): EDGE (the fit box leaves the image), LOW_PB
 (primary beam below ``min_pb``), BLENDED, NAN_PIXELS (blanked pixels in the
 box; fitted on the rest), NO_DATA (the pixel at the position is blank, or
-most of the beam is: flux NaN), NO_RMS (no usable annulus: error NaN).
+most of the beam is: flux NaN), NO_RMS (no usable annulus: error NaN),
+MARGINAL_IMAGE / BAD_IMAGE (the image's QA grade, set by the photometry stage
+from the image sidecar and carried into the light curves).
 
 Blind detection: islands of the signal-to-noise map (image / background rms
 map) above ``new_source_sigma`` within the primary-beam cut-off; each peak
@@ -64,6 +76,17 @@ class Flag(enum.IntFlag):
     NAN_PIXELS = 8
     NO_DATA = 16
     NO_RMS = 32
+    MARGINAL_IMAGE = 64
+    BAD_IMAGE = 128
+
+
+#: Image QA grade -> the flag every measurement on such an image carries.
+GRADE_FLAGS = {"good": 0, "marginal": int(Flag.MARGINAL_IMAGE), "bad": int(Flag.BAD_IMAGE)}
+
+
+def grade_flag(grade: str | None) -> int:
+    """The flag bit of an image QA grade (0 for good or unknown: a missing grade is not a defect of the data)."""
+    return GRADE_FLAGS.get(str(grade), 0) if grade is not None else 0
 
 
 FLAG_NAMES = {f.name.lower(): int(f) for f in Flag}
@@ -117,6 +140,8 @@ class PhotometryOptions:
     """Tile size of the background rms map for blind detection, in major-axis FWHMs."""
     chunk: int = 2048
     """Sources measured per vectorised batch (bounds the memory)."""
+    systematic_fraction: float = 0.0
+    """Fraction of the flux added in quadrature to the statistical error (config photometry.systematic_fraction)."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> PhotometryOptions:
@@ -287,7 +312,7 @@ class ForcedResult:
     """Per-position arrays of a forced-photometry run."""
 
     flux: np.ndarray
-    err: np.ndarray
+    err: np.ndarray  # statistical error (see total_error for the one reported)
     rms: np.ndarray  # local rms at the source (Jy/beam, beam-corrected units)
     pb: np.ndarray
     flags: np.ndarray  # int32
@@ -553,9 +578,14 @@ def footprint_mask(images: ImageSet, opts: PhotometryOptions) -> np.ndarray:
 
 
 MEASUREMENT_COLUMNS = (
-    "source", "ra_deg", "dec_deg", "catalogue_flux_jy", "flux_jy", "flux_err_jy", "local_rms_jy", "snr",
-    "pb", "x_pix", "y_pix", "n_blend", "flags", "mjd",
+    "source", "ra_deg", "dec_deg", "catalogue_flux_jy", "flux_jy", "flux_err_jy", "flux_err_stat_jy", "local_rms_jy",
+    "snr", "pb", "x_pix", "y_pix", "n_blend", "flags", "mjd",
 )
+
+
+def total_error(flux: np.ndarray, err_stat: np.ndarray, systematic_fraction: float) -> np.ndarray:
+    """Statistical error and ``systematic_fraction`` of the flux in quadrature (see the module docstring)."""
+    return np.hypot(err_stat, systematic_fraction * np.abs(flux))
 
 
 def empty_measurements() -> pd.DataFrame:
@@ -579,8 +609,9 @@ def measure_catalogue(images: ImageSet, cat: pd.DataFrame, mjd: float, opts: Pho
         return empty_measurements()
     res = forced_photometry(images.flux, images.wcs, images.beam, x, y, noise=images.noise, pb=images.pb,
                             opts=opts, prep=prep)
+    err = total_error(res.flux, res.err, opts.systematic_fraction)
     with np.errstate(invalid="ignore", divide="ignore"):
-        snr = res.flux / res.err
+        snr = res.flux / res.err  # detection significance: against the noise alone
     return pd.DataFrame(
         {
             "source": sel.name.astype(str).to_numpy(),
@@ -588,7 +619,8 @@ def measure_catalogue(images: ImageSet, cat: pd.DataFrame, mjd: float, opts: Pho
             "dec_deg": sel.dec_deg.to_numpy(float),
             "catalogue_flux_jy": sel.flux_jy.to_numpy(float),
             "flux_jy": res.flux,
-            "flux_err_jy": res.err,
+            "flux_err_jy": err,
+            "flux_err_stat_jy": res.err,
             "local_rms_jy": res.rms,
             "snr": snr,
             "pb": res.pb.astype(float),
@@ -731,6 +763,7 @@ def find_new_sources(images: ImageSet, cat: pd.DataFrame, mjd: float, opts: Phot
 __all__ = [
     "Beam",
     "FLAG_NAMES",
+    "GRADE_FLAGS",
     "Flag",
     "ForcedResult",
     "ImageSet",
@@ -746,10 +779,12 @@ __all__ = [
     "find_new_sources",
     "flag_mask",
     "forced_photometry",
+    "grade_flag",
     "load_images",
     "measure_catalogue",
     "noise_autocorrelation",
     "prepare",
     "read_fits_image",
     "robust_rms",
+    "total_error",
 ]

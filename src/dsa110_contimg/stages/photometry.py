@@ -128,6 +128,7 @@ def photometry(
         t_read = time.perf_counter()
         prep = phot.prepare(images.wcs, images.beam, opts, images.noise)
         meas = phot.measure_catalogue(images, targets, mjd, opts, prep)
+        meas["flags"] = (meas["flags"].to_numpy() | phot.grade_flag(grade)).astype(np.int32)
         t_forced = time.perf_counter()
         cands, n_islands = phot.find_new_sources(images, cat, mjd, opts, prep)
         t_blind = time.perf_counter()
@@ -216,8 +217,8 @@ class LightcurveOptions:
 
     exclude_mask: int = int(phot.Flag.EDGE | phot.Flag.NAN_PIXELS | phot.Flag.NO_DATA | phot.Flag.NO_RMS)
     """Measurements with any of these flag bits are left out of the light curves."""
-    skip_bad_images: bool = True
-    """Leave out tables whose sidecar says the image was graded bad."""
+    skip_bad_images: bool = False
+    """Leave out tables whose sidecar says the image was graded bad (else: flag bad_image on their rows)."""
     reference_min_snr: float = 50.0
     """A source whose median SNR reaches this is a flux-scale reference candidate."""
     reference_min_sources: int = 3
@@ -399,6 +400,7 @@ def build_lightcurves(photometry_files: Sequence[str], outputs: Mapping[str, str
             flux = pd.to_numeric(frame["flux_jy"], errors="coerce").to_numpy(float)
             err = pd.to_numeric(frame["flux_err_jy"], errors="coerce").to_numpy(float)
             flags = frame["flags"].fillna(int(phot.Flag.NO_DATA)).to_numpy(np.int64) if "flags" in frame else np.zeros(len(frame), np.int64)
+            flags |= phot.grade_flag(grade)  # tables written before the grade flag existed carry it too
             mjd_row = np.where(np.isfinite(mjd_col), mjd_col, emjd)
             use = np.isfinite(flux) & np.isfinite(err) & (err > 0) & np.isfinite(mjd_row) & ((flags & opts.exclude_mask) == 0)
             epochs.append(_Epoch(path, _group_of(path, side), emjd, len(frame), int(use.sum()), grade))
@@ -437,7 +439,9 @@ def build_lightcurves(photometry_files: Sequence[str], outputs: Mapping[str, str
             # Reference candidates: a source is one when at least half its measurements reach
             # reference_min_snr (its median does); its rows are kept down to half that, so the
             # selection does not favour epochs that happened to scatter high.
-            snr = rec["flux"] / rec["err"]
+            # significance against the noise alone (flux_err_jy includes the systematic term)
+            snr = (pd.to_numeric(frame["snr"], errors="coerce").to_numpy(float)[use] if "snr" in frame
+                   else rec["flux"] / rec["err"])
             if len(name_list) > len(n_rows):
                 grow = max(len(name_list), 2 * len(n_rows))
                 n_rows = np.concatenate([n_rows, np.zeros(grow - len(n_rows), np.int64)])
@@ -596,6 +600,8 @@ def build_lightcurves(photometry_files: Sequence[str], outputs: Mapping[str, str
         "n_reference_sources": int(is_ref.sum()),
         "n_references_rejected": int(len(fs.rejected)),
         "n_epochs_uncorrected": uncorrected,
+        "n_epochs_marginal_image": sum(e.grade == "marginal" for e in epochs),
+        "n_epochs_bad_image": sum(e.grade == "bad" for e in epochs),
         "scale_rms": float(np.std(scale[fs.n_ref[:n_epochs] > 0])) if n_epochs and (fs.n_ref[:n_epochs] > 0).any() else None,
         "n_measurements": int(n_rows_total),
         "n_used": int(n_used_total),

@@ -147,6 +147,8 @@ def photometry(
             "median_rms_jy": float(np.nanmedian(meas.local_rms_jy)) if finite.any() else None,
             "median_snr": float(np.nanmedian(meas.snr)) if finite.any() else None,
             "n_new_sources": int(len(cands)),
+            "n_rejected_sidelobe": cands.attrs.get("rejected", {}).get("sidelobe", 0),
+            "n_rejected_edge": cands.attrs.get("rejected", {}).get("edge", 0),
             "n_islands": int(n_islands),
             "threshold_sigma": opts.new_source_sigma,
             "noise_correlation": prep.correlation,
@@ -164,9 +166,10 @@ def photometry(
                            len(bad), ", ".join(bad[:10]) + (" ..." if len(bad) > 10 else ""))
         logger.info(
             "%d sources measured (%d flagged: %s), median rms %.3g mJy/beam, noise correlation %s; "
-            "%d islands above %.1f sigma, %d new-source candidates",
+            "%d islands above %.1f sigma, %d new-source candidates (%d rejected as sidelobes, %d at edges)",
             qa["n_measured"], qa["n_flagged"], ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "none",
             1e3 * (qa["median_rms_jy"] or float("nan")), prep.correlation, n_islands, opts.new_source_sigma, len(cands),
+            qa["n_rejected_sidelobe"], qa["n_rejected_edge"],
         )
 
         import pyarrow.parquet as pq
@@ -185,7 +188,9 @@ def photometry(
                                  timings=timings, extra={"options": _options_record(opts), "catalogue": str(copts.path)})
         provenance.write_sidecar(new_sources, kind="new_sources", group=group, inputs=inputs, config=config_record,
                                  qa={"threshold_sigma": opts.new_source_sigma, "n_candidates": int(len(cands)),
-                                     "n_islands": int(n_islands), "mjd": mjd}, timings=timings)
+                                     "n_islands": int(n_islands), "mjd": mjd,
+                                     "n_rejected_sidelobe": qa["n_rejected_sidelobe"],
+                                     "n_rejected_edge": qa["n_rejected_edge"]}, timings=timings)
         if register:
             with Database.from_config(config) as db:
                 db.register_product(output)

@@ -11,6 +11,7 @@ LIGHTCURVES = {
     "variability": naming.product_path(RESULTS, "variability", "all"),
     "ese_candidates": naming.product_path(RESULTS, "ese_candidates", "all"),
     "ese_plot": naming.product_path(RESULTS, "ese_plot", "all"),
+    "new_sources": naming.product_path(RESULTS, "new_source_summary", "all"),
 }
 
 
@@ -22,6 +23,11 @@ def catalogue_file(wildcards):
 def photometry_tables(wildcards):
     """Every group's photometry table: the fan-in's inputs."""
     return [naming.product_path(RESULTS, "photometry", g) for g in sorted(GROUPS)]
+
+
+def new_source_tables(wildcards):
+    """Every group's new-source candidates: grouped by position over epochs in the fan-in."""
+    return [naming.product_path(RESULTS, "new_sources", g) for g in sorted(GROUPS)]
 
 
 def photometry_targets():
@@ -59,13 +65,15 @@ rule photometry:
 
 rule lightcurves:
     input:
-        photometry_tables,
+        tables=photometry_tables,
+        new_sources=new_source_tables,
     output:
         lightcurves=LIGHTCURVES["lightcurves"],
         epochs=LIGHTCURVES["epochs"],
         variability=LIGHTCURVES["variability"],
         ese_candidates=LIGHTCURVES["ese_candidates"],
         ese_plot=LIGHTCURVES["ese_plot"],
+        new_sources=LIGHTCURVES["new_sources"],
         sidecars=[naming.sidecar_path(LIGHTCURVES[k]) for k in ("lightcurves", "variability", "ese_candidates")],
     log:
         naming.log_path(RESULTS, "lightcurves", "all"),

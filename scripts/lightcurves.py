@@ -3,10 +3,11 @@
 from dsa110_contimg import stages
 
 stages.lightcurves(
-    photometry_files=list(snakemake.input),  # noqa: F821 (injected by Snakemake)
+    photometry_files=list(snakemake.input.tables),  # noqa: F821 (injected by Snakemake)
+    new_source_files=list(snakemake.input.new_sources),  # noqa: F821
     outputs={  # noqa: F821
         key: getattr(snakemake.output, key)  # noqa: F821
-        for key in ("lightcurves", "epochs", "variability", "ese_candidates", "ese_plot")
+        for key in ("lightcurves", "epochs", "variability", "ese_candidates", "ese_plot", "new_sources")
     },
     config=snakemake.config,  # noqa: F821
     log=snakemake.log[0],  # noqa: F821

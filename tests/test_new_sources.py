@@ -96,3 +96,23 @@ def test_recurrence_over_epochs_flags_a_single_epoch_candidate():
     flash = groups[groups.single_epoch].iloc[0]
     assert flash.n_epochs == 1 and flash.first_mjd == 60842.0
     assert associate([t.iloc[:0] for t in tables], 30.0).empty
+
+
+def test_fan_in_writes_the_candidates_of_all_epochs_by_position(tmp_path):
+    import importlib
+
+    stage = importlib.import_module("dsa110_contimg.stages.photometry")
+    paths = []
+    for k, extra in enumerate([[NEW], [NEW, pd.DataFrame([src("FLASH", -18, -6, 0.04)])], [NEW]]):
+        new, _ = ph.find_new_sources(image(pd.concat([CATALOGUE, ARTEFACTS, *extra]), 20 + k), CATALOGUE,
+                                     60841.0 + k, options())
+        paths.append(tmp_path / f"epoch{k}.new_sources.csv")
+        new.to_csv(paths[-1], index=False)
+    (tmp_path / "broken.new_sources.csv").write_text("not,a\ncandidate")  # lacks the columns: left out
+    outs = stage.lightcurve_outputs(tmp_path / "results")
+    config = validate_config({"results_dir": str(tmp_path / "results")})
+    qa = stage.lightcurves([], outs, config, log=str(tmp_path / "lc.log"), register=False,
+                           new_source_files=[str(p) for p in paths] + [str(tmp_path / "broken.new_sources.csv")])
+    summary = pd.read_csv(outs["new_sources"])
+    assert qa["n_new_source_candidates"] == 2 and qa["n_new_source_single_epoch"] == 1
+    assert sorted(summary.n_epochs) == [1, 3] and summary.single_epoch.sum() == 1

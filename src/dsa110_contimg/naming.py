@@ -57,6 +57,7 @@ PRODUCTS: dict[str, tuple[str, str]] = {
     "variability": ("variability", "{group}.parquet"),
     "ese_candidates": ("variability", "ese_candidates.csv"),
     "ese_plot": ("variability", "ese_candidates.png"),
+    "new_source_summary": ("variability", "{group}.new_sources.csv"),  # candidates of all epochs, by position
 }
 
 

@@ -244,6 +244,8 @@ class LightcurveOptions:
     """Name of the ESE preset (recorded with the candidates)."""
     ese: esemod.EseCriteria = esemod.PRESETS["moderate"]
     """The ESE detector's thresholds."""
+    new_source_radius_arcsec: float = 20.0
+    """New-source candidates of different epochs this close are one (recurrence)."""
     memory_mb: float = 1000.0
     """Memory budget of the buffers (MB); beyond it measurements spill to disk by source."""
 
@@ -252,7 +254,7 @@ class LightcurveOptions:
         v = dict(config.get("variability", {}))
         preset, criteria = esemod.criteria_from_config(v.get("ese", {}))
         memory = v.get("memory_mb") or (0.5 * (mem_mb or config.get("resources", {}).get("lightcurves", {}).get("mem_mb", 2000)))
-        keys = ("skip_bad_images", "reference_min_snr", "reference_min_sources", "reference_max_scatter",
+        keys = ("skip_bad_images", "new_source_radius_arcsec", "reference_min_snr", "reference_min_sources", "reference_max_scatter",
                 "systematic_fraction", "vs_threshold", "p_value_max", "v_min", "min_epochs")
         return cls(
             exclude_mask=phot.flag_mask(v.get("exclude_flags", ["edge", "nan_pixels", "no_data", "no_rms"])),
@@ -350,7 +352,8 @@ def _sidecar_of(path: str) -> dict | None:
 
 
 def build_lightcurves(photometry_files: Sequence[str], outputs: Mapping[str, str], opts: LightcurveOptions,
-                      logger, workdir: str | os.PathLike | None = None) -> dict:
+                      logger, workdir: str | os.PathLike | None = None,
+                      new_source_files: Sequence[str] = ()) -> dict:
     """The fan-in itself (no sidecars, no database); returns the QA figures. See the module docstring."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -596,6 +599,7 @@ def build_lightcurves(photometry_files: Sequence[str], outputs: Mapping[str, str
             epoch_table.to_csv(tmp_t, index=False)
     if "ese_plot" in outputs:
         _plot_candidates(outputs["ese_plot"], plots, opts)
+    new_summary = _new_source_summary(new_source_files, outputs.get("new_sources"), opts, logger)
     mjds = [e.mjd for e in epochs if np.isfinite(e.mjd)]
     qa = {
         "n_sources": int(len(variability)),
@@ -615,6 +619,8 @@ def build_lightcurves(photometry_files: Sequence[str], outputs: Mapping[str, str
         "skipped": [{"path": p, "reason": r} for p, r in list(skipped.items())[:100]],
         "n_variable": int(variability.is_variable.sum()) if len(variability) else 0,
         "n_ese_candidates": int(len(candidates)),
+        "n_new_source_candidates": int(len(new_summary)),
+        "n_new_source_single_epoch": int(new_summary.single_epoch.sum()) if len(new_summary) else 0,
         "ese_preset": opts.ese_preset,
         "n_buckets": n_buckets,
         "spilled": buckets.spilled,
@@ -625,6 +631,27 @@ def build_lightcurves(photometry_files: Sequence[str], outputs: Mapping[str, str
     logger.info("%d sources over %d epochs: %d variable, %d ESE candidate(s) (%s preset)", qa["n_sources"],
                 n_epochs, qa["n_variable"], qa["n_ese_candidates"], opts.ese_preset)
     return qa
+
+
+def _new_source_summary(files: Sequence[str], output: str | None, opts: LightcurveOptions, logger) -> pd.DataFrame:
+    """The new-source candidates of all epochs grouped by position (see photometry.new_sources.associate)."""
+    from dsa110_contimg.photometry.new_sources import associate
+
+    tables = []
+    for path in sorted(files):
+        try:
+            tables.append(pd.read_csv(path))
+        except (OSError, ValueError) as exc:  # an unreadable list is reported and left out, never fatal
+            logger.warning("%s: cannot read new-source candidates (%s); left out", path, exc)
+    tables = [t for t in tables if {"ra_deg", "dec_deg", "snr", "flux_jy", "mjd"} <= set(t.columns)]
+    summary = associate(tables, opts.new_source_radius_arcsec)
+    if output:
+        with provenance.atomic_output(output) as tmp:
+            summary.to_csv(tmp, index=False)
+    if len(summary):
+        logger.info("%d new-source candidate(s) over %d epoch list(s): %d seen in more than one epoch, %d single-epoch",
+                    len(summary), len(tables), int((~summary.single_epoch).sum()), int(summary.single_epoch.sum()))
+    return summary
 
 
 def _empty_variability() -> pd.DataFrame:
@@ -672,6 +699,7 @@ def lightcurves(
     log: str | None = None,
     mem_mb: int | None = None,
     register: bool = True,
+    new_source_files: Sequence[str] = (),
 ) -> dict:
     """Rule ``lightcurves``: the fan-in over all photometry tables; returns the QA figures.
 
@@ -683,12 +711,13 @@ def lightcurves(
     opts = LightcurveOptions.from_config(config, mem_mb)
     with logged(log, "lightcurves", "all", config if register else None, {}) as logger:
         t0 = time.perf_counter()
-        qa = build_lightcurves(photometry_files, outputs, opts, logger)
+        qa = build_lightcurves(photometry_files, outputs, opts, logger, new_source_files=new_source_files)
         wall = time.perf_counter() - t0
         cfg = dict(config)
         timings = {"wall_s": wall, "read_s": qa.pop("read_s"), "lightcurves_s": qa.pop("lightcurves_s")}
         inputs = list(photometry_files)
-        extra = {"epochs_table": outputs.get("epochs"), "ese_plot": outputs.get("ese_plot")}
+        extra = {"epochs_table": outputs.get("epochs"), "ese_plot": outputs.get("ese_plot"),
+                 "new_source_summary": outputs.get("new_sources")}
         provenance.write_sidecar(outputs["lightcurves"], kind="lightcurves", inputs=inputs, config=cfg, qa=qa,
                                  timings=timings, extra={k: v for k, v in extra.items() if v})
         provenance.write_sidecar(outputs["variability"], kind="variability", inputs=[outputs["lightcurves"]], config=cfg,
@@ -714,6 +743,7 @@ def lightcurve_outputs(results_dir: str | os.PathLike, name: str = "all") -> dic
         "variability": naming.product_path(results_dir, "variability", name),
         "ese_candidates": naming.product_path(results_dir, "ese_candidates", name),
         "ese_plot": naming.product_path(results_dir, "ese_plot", name),
+        "new_sources": naming.product_path(results_dir, "new_source_summary", name),
     }
 
 

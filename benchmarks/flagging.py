@@ -55,7 +55,8 @@ def inject(ms: Path, truth: Path) -> float:
     """RFI into the cross-correlations of ``ms`` (DATA, in place); the truth mask saved to ``truth``."""
     from casacore import tables
 
-    from dsa110_contimg.sim.rfi import RfiOptions, inject as add_rfi
+    from dsa110_contimg.sim.rfi import RfiOptions
+    from dsa110_contimg.sim.rfi import inject as add_rfi
 
     with tables.table(str(ms), readonly=False, ack=False) as t:
         a1, a2, tm = t.getcol("ANTENNA1"), t.getcol("ANTENNA2"), t.getcol("TIME")

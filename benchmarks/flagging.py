@@ -9,6 +9,10 @@ the data, 5-50 sigma per visibility), then flags copies in child processes
 (wall time and peak memory of each method alone). Prints, per method, the
 fraction of injected RFI flagged (target >= 95%), of clean data flagged
 (target <= 2%), and the time ratio CASA / AOFlagger (the baseline).
+
+Full size on the 2-core shared machine (5.8% of the data injected): AOFlagger
+117 s, RFI 100% flagged, clean 0.94%; CASA 277 s, 100%, 1.30%; ratio 2.36;
+peak memory 3.0 GB for each child, including the flag check that reads the whole FLAG column.
 """
 
 from __future__ import annotations

@@ -101,6 +101,11 @@ def photometry_tables(wildcards):
     return [naming.product_path(RESULTS, "photometry", g) for g in sorted(GROUPS)]
 
 
+def new_source_tables(wildcards):
+    """Every group's new-source candidates: grouped by position over epochs in the fan-in."""
+    return [naming.product_path(RESULTS, "new_sources", g) for g in sorted(GROUPS)]
+
+
 def mosaic_inputs(wildcards):
     """The plan's candidate images, primary beams and QA sidecars."""
     return PLAN.mosaics.inputs(wildcards.tier, wildcards.mosaic)

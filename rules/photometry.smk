@@ -29,7 +29,8 @@ rule photometry:
 
 rule lightcurves:
     input:
-        photometry_tables,
+        tables=photometry_tables,
+        new_sources=new_source_tables,
     output:
         **outputs("lightcurves", name="all"),
     log:

@@ -3,7 +3,8 @@
 from dsa110_contimg.stages.photometry import lightcurves
 
 lightcurves(
-    photometry_files=list(snakemake.input),
+    photometry_files=list(snakemake.input.tables),
+    new_source_files=list(snakemake.input.new_sources),
     outputs={k: v for k, v in snakemake.output.items() if not k.endswith("_sidecar")},
     config=snakemake.config,
     log=snakemake.log[0],

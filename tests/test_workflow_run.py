@@ -82,6 +82,8 @@ def test_one_transit_is_solved_once_and_calibrates_every_observation(tmp_path, s
     for ms in calibrated:
         qa = json.loads((ms.parent / (ms.name + ".json")).read_text())["qa"]
         assert qa["caltable"] == calgroup and qa["flagged_fraction"] < 0.2
+        # target data are RFI-flagged (AOFlagger by default); these simulated data have no RFI
+        assert qa["rfi_method"] == "aoflagger" and 0 <= qa["rfi_flagged_fraction"] < 0.03
     flux = (tmp_path / naming.calflux_path("results")).read_text()
     assert "3C286" in flux
     config = validate_config({"results_dir": str(tmp_path / "results")})

@@ -272,6 +272,8 @@ PRODUCTS: dict[str, ProductKind] = {
         ProductKind("variability", "variability", "{name}.parquet", "lightcurves", "Variability"),
         ProductKind("ese_candidates", "variability", "ese_candidates.csv", "lightcurves", "EseCandidates"),
         ProductKind("ese_plot", "variability", "ese_candidates.png", "lightcurves"),
+        # New-source candidates of all epochs, grouped by position.
+        ProductKind("new_source_summary", "variability", "{name}.new_sources.csv", "lightcurves"),
         # One mosaic: results/mosaics/{tier}/{mosaic}<suffix>.
         ProductKind("mosaic_plan", "mosaics/{tier}", "{mosaic}.plan.json", "plan_mosaic", "MosaicPlan"),
         ProductKind("mosaic", "mosaics/{tier}", "{mosaic}.fits", "build_mosaic", "Mosaic"),

@@ -201,6 +201,7 @@ def measure_qa(data: np.ndarray, noise: np.ndarray, wcs, header, catalogue, opts
         "median_separation_arcsec": None,
         "flux_ratio": None,
         "flux_ratio_scatter": None,
+        "n_flux_ratio_outliers": 0,
     }
     if len(good):
         dra, ddec = float(np.median(good.dra_arcsec)), float(np.median(good.ddec_arcsec))
@@ -210,6 +211,8 @@ def measure_qa(data: np.ndarray, noise: np.ndarray, wcs, header, catalogue, opts
             median_dec_offset_arcsec=ddec, median_separation_arcsec=float(np.median(good.sep_arcsec)),
             flux_ratio=float(np.median(ratio)),
             flux_ratio_scatter=robust_rms(ratio),
+            # mismatched pairs (a detection matched to the wrong catalogue source): off by more than 2x
+            n_flux_ratio_outliers=int((np.abs(np.log(np.clip(ratio, 1e-6, None) / np.median(ratio))) > np.log(2)).sum()),
         )
     qa["grade"], qa["grade_reasons"] = grade(qa, opts)
     return qa, sources, matches
@@ -281,6 +284,74 @@ class _quiet:
         self._w.__exit__(*exc)
 
 
+def robust_limits(values, centre: float, floor: float, n_sigma: float = 6.0) -> tuple[float, float]:
+    """Axis limits around ``centre`` that hold the bulk of ``values``: +- max(floor, n_sigma robust sigmas).
+
+    One mismatched pair (a flux ratio of 120, an offset of a beam) must not
+    squash every other point into a line.
+    """
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    half = floor
+    if v.size >= 3:
+        half = max(floor, n_sigma * 1.4826 * float(np.median(np.abs(v - np.median(v)))))
+    return centre - half, centre + half
+
+
+def _scatter_clipped(ax, x, y, c, ylim, xlim=None) -> int:
+    """Scatter, with points beyond the limits drawn as triangles on the edge; returns how many were."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    cx = np.clip(x, *xlim) if xlim else x
+    cy = np.clip(y, *ylim)
+    out = (cy != y) | (cx != x)
+    ax.scatter(cx[~out], cy[~out], s=8, c=c[~out], cmap="plasma", vmin=c.min(), vmax=c.max())
+    if out.any():
+        ax.scatter(cx[out], cy[out], s=30, marker="^", facecolors="none", edgecolors="C3", lw=1)
+    ax.set_ylim(*ylim)
+    if xlim:
+        ax.set_xlim(*xlim)
+    return int(out.sum())
+
+
+def astrometry_panel(ax, matches, qa: Mapping[str, Any]) -> None:
+    """Offsets of the matches (source - catalogue) with robust limits; outliers marked on the edge."""
+    n_out = 0
+    if len(matches):
+        c = np.log10(np.clip(matches.snr.to_numpy(float), 1e-3, None))
+        both = np.concatenate([matches.dra_arcsec.to_numpy(float), matches.ddec_arcsec.to_numpy(float)])
+        lim = robust_limits(both, 0.0, floor=2.0)
+        n_out = _scatter_clipped(ax, matches.dra_arcsec, matches.ddec_arcsec, c, lim, lim)
+        if qa.get("median_ra_offset_arcsec") is not None:
+            ax.plot(qa["median_ra_offset_arcsec"], qa["median_dec_offset_arcsec"], "k+", ms=14, mew=2)
+    ax.axhline(0, color="0.7", lw=0.8)
+    ax.axvline(0, color="0.7", lw=0.8)
+    off = qa.get("astrometry_offset_arcsec")
+    ax.set_title(f"astrometry: {len(matches)} matches, median offset "
+                 + (f"{off:.2f}\"" if off is not None else "n/a")
+                 + (f", {n_out} off the plot" if n_out else ""), fontsize=9)
+    ax.set_xlabel("dRA cos(Dec) (arcsec)")
+    ax.set_ylabel("dDec (arcsec)")
+
+
+def flux_ratio_panel(ax, matches, qa: Mapping[str, Any]) -> None:
+    """Flux ratio against catalogue flux with robust limits around the median; outliers marked on the edge."""
+    fr = qa.get("flux_ratio")
+    n_out = 0
+    if len(matches):
+        c = np.log10(np.clip(matches.snr.to_numpy(float), 1e-3, None))
+        ratio = matches.flux_ratio.to_numpy(float)
+        lim = robust_limits(ratio, fr if fr is not None else float(np.nanmedian(ratio)), floor=0.2)
+        n_out = _scatter_clipped(ax, matches.cat_flux_jy, ratio, c, lim)
+        ax.set_xscale("log")
+    ax.axhline(1, color="0.7", lw=0.8)
+    if fr is not None:
+        ax.axhline(fr, color="k", lw=1, ls="--")
+    ax.set_title("flux scale: median ratio " + (f"{fr:.3f}" if fr is not None else "n/a")
+                 + (f", {n_out} off the plot" if n_out else ""), fontsize=9)
+    ax.set_xlabel("catalogue flux (Jy)")
+    ax.set_ylabel("mosaic / catalogue")
+
+
 def render_preview(png: str | os.PathLike, data: np.ndarray, noise: np.ndarray, qa: Mapping[str, Any], matches,
                    title: str, longest: int = 1600) -> None:
     """PNG: the mosaic (asinh stretch), the noise map, astrometric offsets and flux ratios."""
@@ -311,29 +382,8 @@ def render_preview(png: str | os.PathLike, data: np.ndarray, noise: np.ndarray, 
     ax.set_title(f"noise map (uniformity p10/p90 {qa['rms_uniformity']:.2f})", fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax = fig.add_subplot(grid[1, 1])
-    if len(matches):
-        ax.scatter(matches.dra_arcsec, matches.ddec_arcsec, s=8, c=np.log10(matches.snr), cmap="plasma")
-        if qa.get("median_ra_offset_arcsec") is not None:
-            ax.plot(qa["median_ra_offset_arcsec"], qa["median_dec_offset_arcsec"], "k+", ms=14, mew=2)
-    ax.axhline(0, color="0.7", lw=0.8)
-    ax.axvline(0, color="0.7", lw=0.8)
-    off = qa.get("astrometry_offset_arcsec")
-    ax.set_title(f"astrometry: {len(matches)} matches, median offset "
-                 + (f"{off:.2f}\"" if off is not None else "n/a"), fontsize=9)
-    ax.set_xlabel("dRA cos(Dec) (arcsec)")
-    ax.set_ylabel("dDec (arcsec)")
-    ax = fig.add_subplot(grid[1, 2])
-    if len(matches):
-        ax.scatter(matches.cat_flux_jy, matches.flux_ratio, s=8, c=np.log10(matches.snr), cmap="plasma")
-        ax.set_xscale("log")
-    ax.axhline(1, color="0.7", lw=0.8)
-    fr = qa.get("flux_ratio")
-    if fr is not None:
-        ax.axhline(fr, color="k", lw=1, ls="--")
-    ax.set_title("flux scale: median ratio " + (f"{fr:.3f}" if fr is not None else "n/a"), fontsize=9)
-    ax.set_xlabel("catalogue flux (Jy)")
-    ax.set_ylabel("mosaic / catalogue")
+    astrometry_panel(fig.add_subplot(grid[1, 1]), matches, qa)
+    flux_ratio_panel(fig.add_subplot(grid[1, 2]), matches, qa)
     reasons = "; ".join(qa.get("grade_reasons") or [])
     fig.suptitle(f"{title}: grade {qa['grade']}" + (f" ({reasons})" if reasons else ""), fontsize=10)
     fig.savefig(png, dpi=90, format="png")

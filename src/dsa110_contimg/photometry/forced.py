@@ -28,15 +28,29 @@ be the restoring beam (``beam``, the usual assumption). For noise correlated
 like the beam, ``w^T R w`` tends to 4/3 in the continuum limit: the beam fit
 has a 15% larger error than the rms.
 
+That is the statistical error (``flux_err_stat_jy``). Above ~20 sigma the
+scatter of measured fluxes about the truth is dominated by what the noise
+does not show: the flux-scale error of the image's calibration, primary-beam
+model errors, deconvolution errors. ``flux_err_jy`` adds a fraction
+``systematic_fraction`` of the flux in quadrature,
+
+    err^2 = err_stat^2 + (systematic_fraction x flux)^2,
+
+so the pulls (flux - truth) / err of bright sources keep unit width.
+
 Flags (bits, :class:`Flag`): EDGE (the fit box leaves the image), LOW_PB
 (primary beam below ``min_pb``), BLENDED, NAN_PIXELS (blanked pixels in the
 box; fitted on the rest), NO_DATA (the pixel at the position is blank, or
-most of the beam is: flux NaN), NO_RMS (no usable annulus: error NaN).
+most of the beam is: flux NaN), NO_RMS (no usable annulus: error NaN),
+MARGINAL_IMAGE / BAD_IMAGE (the image's QA grade, set by the photometry stage
+from the image sidecar and carried into the light curves).
 
 Blind detection: islands of the signal-to-noise map (image / background rms
 map) above ``new_source_sigma`` within the primary-beam cut-off; each peak
 is measured like a catalogue source and kept when no catalogue source
-(without the flux cut) lies within ``match_radius_arcsec``.
+(without the flux cut) lies within ``match_radius_arcsec``, it is significant
+against the local sidelobe level of bright sources nearby and it is away from
+the edges (see :mod:`dsa110_contimg.photometry.new_sources`).
 """
 
 from __future__ import annotations
@@ -66,6 +80,17 @@ class Flag(enum.IntFlag):
     NAN_PIXELS = 8
     NO_DATA = 16
     NO_RMS = 32
+    MARGINAL_IMAGE = 64
+    BAD_IMAGE = 128
+
+
+#: Image QA grade -> the flag every measurement on such an image carries.
+GRADE_FLAGS = {"good": 0, "marginal": int(Flag.MARGINAL_IMAGE), "bad": int(Flag.BAD_IMAGE)}
+
+
+def grade_flag(grade: str | None) -> int:
+    """The flag bit of an image QA grade (0 for good or unknown: a missing grade is not a defect of the data)."""
+    return GRADE_FLAGS.get(str(grade), 0) if grade is not None else 0
 
 
 FLAG_NAMES = {f.name.lower(): int(f) for f in Flag}
@@ -119,6 +144,14 @@ class PhotometryOptions:
     """Tile size of the background rms map for blind detection, in major-axis FWHMs."""
     chunk: int = 2048
     """Sources measured per vectorised batch (bounds the memory)."""
+    systematic_fraction: float = 0.0
+    """Fraction of the flux added in quadrature to the statistical error (config photometry.systematic_fraction)."""
+    sidelobe_fraction: float = 0.0
+    """New sources: sidelobe level as a fraction of the brightest apparent flux nearby (see photometry.new_sources)."""
+    sidelobe_radius_arcmin: float = 10.0
+    """New sources: bright sources this close set the local sidelobe level."""
+    edge_margin_beams: float = 0.0
+    """New sources: candidates closer than this (beams) to the image edge or the primary-beam cut-off are rejected."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> PhotometryOptions:
@@ -283,7 +316,7 @@ class ForcedResult:
     """Per-position arrays of a forced-photometry run."""
 
     flux: np.ndarray
-    err: np.ndarray
+    err: np.ndarray  # statistical error (see total_error for the one reported)
     rms: np.ndarray  # local rms at the source (Jy/beam, beam-corrected units)
     pb: np.ndarray
     flags: np.ndarray  # int32
@@ -549,9 +582,14 @@ def footprint_mask(images: ImageSet, opts: PhotometryOptions) -> np.ndarray:
 
 
 MEASUREMENT_COLUMNS = (
-    "source", "ra_deg", "dec_deg", "catalogue_flux_jy", "flux_jy", "flux_err_jy", "local_rms_jy", "snr",
-    "pb", "x_pix", "y_pix", "n_blend", "flags", "mjd",
+    "source", "ra_deg", "dec_deg", "catalogue_flux_jy", "flux_jy", "flux_err_jy", "flux_err_stat_jy", "local_rms_jy",
+    "snr", "pb", "x_pix", "y_pix", "n_blend", "flags", "mjd",
 )
+
+
+def total_error(flux: np.ndarray, err_stat: np.ndarray, systematic_fraction: float) -> np.ndarray:
+    """Statistical error and ``systematic_fraction`` of the flux in quadrature (see the module docstring)."""
+    return np.hypot(err_stat, systematic_fraction * np.abs(flux))
 
 
 def empty_measurements() -> pd.DataFrame:
@@ -575,8 +613,9 @@ def measure_catalogue(images: ImageSet, cat: pd.DataFrame, mjd: float, opts: Pho
         return empty_measurements()
     res = forced_photometry(images.flux, images.wcs, images.beam, x, y, noise=images.noise, pb=images.pb,
                             opts=opts, prep=prep)
+    err = total_error(res.flux, res.err, opts.systematic_fraction)
     with np.errstate(invalid="ignore", divide="ignore"):
-        snr = res.flux / res.err
+        snr = res.flux / res.err  # detection significance: against the noise alone
     return pd.DataFrame(
         {
             "source": sel.name.astype(str).to_numpy(),
@@ -584,7 +623,8 @@ def measure_catalogue(images: ImageSet, cat: pd.DataFrame, mjd: float, opts: Pho
             "dec_deg": sel.dec_deg.to_numpy(float),
             "catalogue_flux_jy": sel.flux_jy.to_numpy(float),
             "flux_jy": res.flux,
-            "flux_err_jy": res.err,
+            "flux_err_jy": err,
+            "flux_err_stat_jy": res.err,
             "local_rms_jy": res.rms,
             "snr": snr,
             "pb": res.pb.astype(float),
@@ -646,7 +686,8 @@ def background_rms_map(noise: np.ndarray, box: int) -> np.ndarray:
     return out
 
 
-NEW_SOURCE_COLUMNS = ("ra_deg", "dec_deg", "flux_jy", "flux_err_jy", "snr", "peak_sigma", "pb", "x_pix", "y_pix", "mjd")
+NEW_SOURCE_COLUMNS = ("ra_deg", "dec_deg", "flux_jy", "flux_err_jy", "snr", "peak_sigma", "pb", "x_pix", "y_pix", "mjd",
+                      "sidelobe_jy", "significance", "edge_distance_beams")
 
 
 def find_new_sources(images: ImageSet, cat: pd.DataFrame, mjd: float, opts: PhotometryOptions = PhotometryOptions(),
@@ -655,7 +696,8 @@ def find_new_sources(images: ImageSet, cat: pd.DataFrame, mjd: float, opts: Phot
 
     ``cat`` is the whole catalogue (no flux cut): a faint known source that
     brightens is a variable, not a new source. Returns (candidates, number of
-    islands found in all, matched or not).
+    islands found in all, matched or not); ``candidates.attrs["rejected"]``
+    counts the unmatched islands rejected as sidelobes or at edges.
     """
     from scipy import ndimage
 
@@ -668,10 +710,11 @@ def find_new_sources(images: ImageSet, cat: pd.DataFrame, mjd: float, opts: Phot
     with np.errstate(invalid="ignore", divide="ignore"):
         snr = plain / rms
         snr[~(region & np.isfinite(snr))] = 0.0
-    del plain, rms
+    del rms
     above = snr >= opts.new_source_sigma
     labels, n_islands = ndimage.label(above, structure=np.ones((3, 3)))
     empty = pd.DataFrame({c: pd.Series([], dtype=float) for c in NEW_SOURCE_COLUMNS})
+    empty.attrs["rejected"] = {"sidelobe": 0, "edge": 0}
     if n_islands == 0:
         return empty, 0
     # Peak of each island: sort the (few) pixels above threshold by island, brightest first.
@@ -682,7 +725,8 @@ def find_new_sources(images: ImageSet, cat: pd.DataFrame, mjd: float, opts: Phot
     first = order[np.r_[True, lab[order][1:] != lab[order][:-1]]]
     peak_sigma = val[first].astype(float)
     py, px = np.unravel_index(pix[first], snr.shape)
-    del labels, above, pix, lab, val
+    peak_jy = plain[py, px].astype(float)  # apparent (beam-attenuated) peak of each island
+    del labels, above, pix, lab, val, plain
     # Sub-pixel peak: parabola through the 3 pixels along each axis.
     ny, nx = snr.shape
     def vertex(a, b, c):
@@ -705,8 +749,12 @@ def find_new_sources(images: ImageSet, cat: pd.DataFrame, mjd: float, opts: Phot
         chord = 2 * np.sin(np.radians(radius / 3600) / 2)
         dist, _ = tree.query(unit(ra, dec), k=1, distance_upper_bound=chord)
         new = ~np.isfinite(dist)
-    keep = np.flatnonzero(new)
+    vet = _vet(images, cat, opts, prep, region, np.asarray(ra), np.asarray(dec), cx, cy, peak_jy, peak_sigma)
+    sidelobe = new & ~vet["significant"]
+    edge = new & vet["significant"] & ~vet["inside"]
+    keep = np.flatnonzero(new & vet["significant"] & vet["inside"])
     keep = keep[np.argsort(-peak_sigma[keep])][: opts.max_new_sources]
+    empty.attrs["rejected"] = {"sidelobe": int(sidelobe.sum()), "edge": int(edge.sum())}
     if len(keep) == 0:
         return empty, n_islands
     res = forced_photometry(images.flux, images.wcs, images.beam, cx[keep], cy[keep], noise=images.noise,
@@ -718,15 +766,57 @@ def find_new_sources(images: ImageSet, cat: pd.DataFrame, mjd: float, opts: Phot
             "ra_deg": np.asarray(ra)[keep] % 360, "dec_deg": np.asarray(dec)[keep], "flux_jy": res.flux,
             "flux_err_jy": res.err, "snr": s, "peak_sigma": peak_sigma[keep], "pb": res.pb,
             "x_pix": cx[keep], "y_pix": cy[keep], "mjd": np.full(len(keep), float(mjd)),
+            "sidelobe_jy": vet["sidelobe_jy"][keep], "significance": vet["significance"][keep],
+            "edge_distance_beams": vet["edge_beams"][keep],
         }
     )
     table = table[np.isfinite(table.flux_jy) & np.isfinite(table.snr)].reset_index(drop=True)
+    table.attrs["rejected"] = empty.attrs["rejected"]
     return table, n_islands
+
+
+def _vet(images: ImageSet, cat: pd.DataFrame, opts: PhotometryOptions, prep: Prepared, region: np.ndarray,
+         ra, dec, cx, cy, peak_jy, peak_sigma) -> dict[str, np.ndarray]:
+    """Sidelobe significance and edge distance of every island peak (see photometry.new_sources)."""
+    from dsa110_contimg.photometry import new_sources as ns
+
+    # Bright sources: the image's islands and the catalogue's sources (apparent flux), also just off the image.
+    b_ra, b_dec, b_flux = [np.asarray(ra) % 360], [np.asarray(dec)], [peak_jy]
+    if len(cat) and opts.sidelobe_fraction > 0:
+        ny, nx = images.flux.shape
+        with np.errstate(invalid="ignore"):
+            x, y = images.wcs.all_world2pix(cat.ra_deg.to_numpy(float), cat.dec_deg.to_numpy(float), 0)
+        margin = opts.sidelobe_radius_arcmin / 60 / pixel_scale_deg(images.wcs)
+        near = np.isfinite(x) & np.isfinite(y) & (x > -margin) & (x < nx + margin) & (y > -margin) & (y < ny + margin)
+        if near.any():
+            ix = np.clip(np.round(x[near]).astype(int), 0, nx - 1)
+            iy = np.clip(np.round(y[near]).astype(int), 0, ny - 1)
+            pb = images.pb[iy, ix] if images.pb is not None else np.ones(int(near.sum()))
+            pb = np.where(np.isfinite(pb) & (pb > 0), pb, opts.pb_cutoff)
+            b_ra.append(cat.ra_deg.to_numpy(float)[near])
+            b_dec.append(cat.dec_deg.to_numpy(float)[near])
+            b_flux.append(cat.flux_jy.to_numpy(float)[near] * pb)
+    level = ns.sidelobe_level(np.asarray(ra) % 360, dec, np.concatenate(b_ra), np.concatenate(b_dec),
+                              np.concatenate(b_flux), opts.sidelobe_fraction, opts.sidelobe_radius_arcmin / 60,
+                              images.beam.major_deg)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rms = peak_jy / peak_sigma
+        significance = peak_jy / np.hypot(rms, level)
+    if opts.edge_margin_beams > 0:
+        dist = ns.edge_distance(region)
+        ny, nx = region.shape
+        edge_px = dist[np.clip(np.round(cy).astype(int), 0, ny - 1), np.clip(np.round(cx).astype(int), 0, nx - 1)]
+    else:
+        edge_px = np.full(len(cx), np.inf)
+    edge_beams = edge_px / prep.fwhm_px
+    return {"sidelobe_jy": level, "significance": significance, "significant": significance >= opts.new_source_sigma,
+            "edge_beams": edge_beams, "inside": edge_beams >= opts.edge_margin_beams}
 
 
 __all__ = [
     "Beam",
     "FLAG_NAMES",
+    "GRADE_FLAGS",
     "Flag",
     "ForcedResult",
     "ImageSet",
@@ -742,9 +832,11 @@ __all__ = [
     "find_new_sources",
     "flag_mask",
     "forced_photometry",
+    "grade_flag",
     "load_images",
     "measure_catalogue",
     "noise_autocorrelation",
     "prepare",
     "read_fits_image",
+    "total_error",
 ]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import provenance
-from ..calibration import bootstrap, fluxmon
+from ..calibration import bootstrap, flagging, fluxmon
 from ..calibration import caltables as calibration
 from ..calibration import plan as calplan
 from ..calibration.calibrators import load_calibrators
@@ -110,6 +110,8 @@ def apply_calibration(
             use, flux_record = _bootstrapped(caldir, candidates, choice.calgroup, dec, scaled, run.logger)
             with run.output(calibrated) as tmp:
                 qa = calibration.apply(ms, use, str(tmp), width=cfg["average_channels"], log=run.logger)
+                # RFI flags of the target itself (on this job's own output), before self-calibration.
+                qa.update(flagging.flag_rfi(str(tmp), flagging.FlagOptions(**cfg["target_rfi"]), log=run.logger))
                 qa["selfcal"] = _selfcal(str(tmp), config, run.logger)
         finally:
             shutil.rmtree(scaled, ignore_errors=True)

@@ -127,6 +127,7 @@ def photometry(
         t_read = time.perf_counter()
         prep = phot.prepare(images.wcs, images.beam, opts, images.noise)
         meas = phot.measure_catalogue(images, targets, mjd, opts, prep)
+        meas["flags"] = (meas["flags"].to_numpy() | phot.grade_flag(grade)).astype(np.int32)
         t_forced = time.perf_counter()
         cands, n_islands = phot.find_new_sources(images, cat, mjd, opts, prep)
         t_blind = time.perf_counter()
@@ -145,6 +146,8 @@ def photometry(
             "median_rms_jy": float(np.nanmedian(meas.local_rms_jy)) if finite.any() else None,
             "median_snr": float(np.nanmedian(meas.snr)) if finite.any() else None,
             "n_new_sources": int(len(cands)),
+            "n_rejected_sidelobe": cands.attrs.get("rejected", {}).get("sidelobe", 0),
+            "n_rejected_edge": cands.attrs.get("rejected", {}).get("edge", 0),
             "n_islands": int(n_islands),
             "threshold_sigma": opts.new_source_sigma,
             "noise_correlation": prep.correlation,
@@ -162,9 +165,10 @@ def photometry(
                            len(bad), ", ".join(bad[:10]) + (" ..." if len(bad) > 10 else ""))
         logger.info(
             "%d sources measured (%d flagged: %s), median rms %.3g mJy/beam, noise correlation %s; "
-            "%d islands above %.1f sigma, %d new-source candidates",
+            "%d islands above %.1f sigma, %d new-source candidates (%d rejected as sidelobes, %d at edges)",
             qa["n_measured"], qa["n_flagged"], ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "none",
             1e3 * (qa["median_rms_jy"] or float("nan")), prep.correlation, n_islands, opts.new_source_sigma, len(cands),
+            qa["n_rejected_sidelobe"], qa["n_rejected_edge"],
         )
 
         import pyarrow.parquet as pq
@@ -182,7 +186,8 @@ def photometry(
                     extra={"options": _options_record(opts), "catalogue": str(copts.path)})
         run.publish(new_sources, kind="new_sources", inputs=inputs,
                     qa={"threshold_sigma": opts.new_source_sigma, "n_candidates": int(len(cands)),
-                        "n_islands": int(n_islands), "mjd": mjd}, timings=timings)
+                        "n_islands": int(n_islands), "mjd": mjd, "n_rejected_sidelobe": qa["n_rejected_sidelobe"],
+                        "n_rejected_edge": qa["n_rejected_edge"]}, timings=timings)
     return qa
 
 
@@ -209,8 +214,8 @@ class LightcurveOptions:
 
     exclude_mask: int = int(phot.Flag.EDGE | phot.Flag.NAN_PIXELS | phot.Flag.NO_DATA | phot.Flag.NO_RMS)
     """Measurements with any of these flag bits are left out of the light curves."""
-    skip_bad_images: bool = True
-    """Leave out tables whose sidecar says the image was graded bad."""
+    skip_bad_images: bool = False
+    """Leave out tables whose sidecar says the image was graded bad (else: flag bad_image on their rows)."""
     reference_min_snr: float = 50.0
     """A source whose median SNR reaches this is a flux-scale reference candidate."""
     reference_min_sources: int = 3
@@ -231,6 +236,8 @@ class LightcurveOptions:
     """Name of the ESE preset (recorded with the candidates)."""
     ese: esemod.EseCriteria = esemod.PRESETS["moderate"]
     """The ESE detector's thresholds."""
+    new_source_radius_arcsec: float = 20.0
+    """New-source candidates of different epochs this close are one (recurrence)."""
     memory_mb: float = 1000.0
     """Memory budget of the buffers (MB); beyond it measurements spill to disk by source."""
 
@@ -239,7 +246,7 @@ class LightcurveOptions:
         v = dict(config.get("variability", {}))
         preset, criteria = esemod.criteria_from_config(v.get("ese", {}))
         memory = v.get("memory_mb") or (0.5 * (mem_mb or config.get("resources", {}).get("lightcurves", {}).get("mem_mb", 2000)))
-        keys = ("skip_bad_images", "reference_min_snr", "reference_min_sources", "reference_max_scatter",
+        keys = ("skip_bad_images", "new_source_radius_arcsec", "reference_min_snr", "reference_min_sources", "reference_max_scatter",
                 "systematic_fraction", "vs_threshold", "p_value_max", "v_min", "min_epochs")
         return cls(
             exclude_mask=phot.flag_mask(v.get("exclude_flags", ["edge", "nan_pixels", "no_data", "no_rms"])),
@@ -337,7 +344,8 @@ def _sidecar_of(path: str) -> dict | None:
 
 
 def build_lightcurves(photometry_files: Sequence[str], outputs: Mapping[str, str], opts: LightcurveOptions,
-                      logger, workdir: str | os.PathLike | None = None) -> dict:
+                      logger, workdir: str | os.PathLike | None = None,
+                      new_source_files: Sequence[str] = ()) -> dict:
     """The fan-in itself (no sidecars, no database); returns the QA figures. See the module docstring."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -392,6 +400,7 @@ def build_lightcurves(photometry_files: Sequence[str], outputs: Mapping[str, str
             flux = pd.to_numeric(frame["flux_jy"], errors="coerce").to_numpy(float)
             err = pd.to_numeric(frame["flux_err_jy"], errors="coerce").to_numpy(float)
             flags = frame["flags"].fillna(int(phot.Flag.NO_DATA)).to_numpy(np.int64) if "flags" in frame else np.zeros(len(frame), np.int64)
+            flags |= phot.grade_flag(grade)  # tables written before the grade flag existed carry it too
             mjd_row = np.where(np.isfinite(mjd_col), mjd_col, emjd)
             use = np.isfinite(flux) & np.isfinite(err) & (err > 0) & np.isfinite(mjd_row) & ((flags & opts.exclude_mask) == 0)
             epochs.append(_Epoch(path, _group_of(path, side), emjd, len(frame), int(use.sum()), grade))
@@ -430,7 +439,9 @@ def build_lightcurves(photometry_files: Sequence[str], outputs: Mapping[str, str
             # Reference candidates: a source is one when at least half its measurements reach
             # reference_min_snr (its median does); its rows are kept down to half that, so the
             # selection does not favour epochs that happened to scatter high.
-            snr = rec["flux"] / rec["err"]
+            # significance against the noise alone (flux_err_jy includes the systematic term)
+            snr = (pd.to_numeric(frame["snr"], errors="coerce").to_numpy(float)[use] if "snr" in frame
+                   else rec["flux"] / rec["err"])
             if len(name_list) > len(n_rows):
                 grow = max(len(name_list), 2 * len(n_rows))
                 n_rows = np.concatenate([n_rows, np.zeros(grow - len(n_rows), np.int64)])
@@ -580,6 +591,7 @@ def build_lightcurves(photometry_files: Sequence[str], outputs: Mapping[str, str
             epoch_table.to_csv(tmp_t, index=False)
     if "ese_plot" in outputs:
         _plot_candidates(outputs["ese_plot"], plots, opts)
+    new_summary = _new_source_summary(new_source_files, outputs.get("new_source_summary"), opts, logger)
     mjds = [e.mjd for e in epochs if np.isfinite(e.mjd)]
     qa = {
         "n_sources": int(len(variability)),
@@ -589,6 +601,8 @@ def build_lightcurves(photometry_files: Sequence[str], outputs: Mapping[str, str
         "n_reference_sources": int(is_ref.sum()),
         "n_references_rejected": int(len(fs.rejected)),
         "n_epochs_uncorrected": uncorrected,
+        "n_epochs_marginal_image": sum(e.grade == "marginal" for e in epochs),
+        "n_epochs_bad_image": sum(e.grade == "bad" for e in epochs),
         "scale_rms": float(np.std(scale[fs.n_ref[:n_epochs] > 0])) if n_epochs and (fs.n_ref[:n_epochs] > 0).any() else None,
         "n_measurements": int(n_rows_total),
         "n_used": int(n_used_total),
@@ -597,6 +611,8 @@ def build_lightcurves(photometry_files: Sequence[str], outputs: Mapping[str, str
         "skipped": [{"path": p, "reason": r} for p, r in list(skipped.items())[:100]],
         "n_variable": int(variability.is_variable.sum()) if len(variability) else 0,
         "n_ese_candidates": int(len(candidates)),
+        "n_new_source_candidates": int(len(new_summary)),
+        "n_new_source_single_epoch": int(new_summary.single_epoch.sum()) if len(new_summary) else 0,
         "ese_preset": opts.ese_preset,
         "n_buckets": n_buckets,
         "spilled": buckets.spilled,
@@ -607,6 +623,27 @@ def build_lightcurves(photometry_files: Sequence[str], outputs: Mapping[str, str
     logger.info("%d sources over %d epochs: %d variable, %d ESE candidate(s) (%s preset)", qa["n_sources"],
                 n_epochs, qa["n_variable"], qa["n_ese_candidates"], opts.ese_preset)
     return qa
+
+
+def _new_source_summary(files: Sequence[str], output: str | None, opts: LightcurveOptions, logger) -> pd.DataFrame:
+    """The new-source candidates of all epochs grouped by position (see photometry.new_sources.associate)."""
+    from dsa110_contimg.photometry.new_sources import associate
+
+    tables = []
+    for path in sorted(files):
+        try:
+            tables.append(pd.read_csv(path))
+        except (OSError, ValueError) as exc:  # an unreadable list is reported and left out, never fatal
+            logger.warning("%s: cannot read new-source candidates (%s); left out", path, exc)
+    tables = [t for t in tables if {"ra_deg", "dec_deg", "snr", "flux_jy", "mjd"} <= set(t.columns)]
+    summary = associate(tables, opts.new_source_radius_arcsec)
+    if output:
+        with provenance.atomic_output(output) as tmp:
+            summary.to_csv(tmp, index=False)
+    if len(summary):
+        logger.info("%d new-source candidate(s) over %d epoch list(s): %d seen in more than one epoch, %d single-epoch",
+                    len(summary), len(tables), int((~summary.single_epoch).sum()), int(summary.single_epoch.sum()))
+    return summary
 
 
 def _empty_variability() -> pd.DataFrame:
@@ -654,6 +691,7 @@ def lightcurves(
     log: str | None = None,
     mem_mb: int | None = None,
     register: bool = True,
+    new_source_files: Sequence[str] = (),
 ) -> dict:
     """Rule ``lightcurves``: the fan-in over all photometry tables; returns the QA figures.
 
@@ -665,11 +703,12 @@ def lightcurves(
     opts = LightcurveOptions.from_config(config, mem_mb)
     with stage_run("lightcurves", config, {}, log, record=register) as run:
         logger = run.logger
-        qa = build_lightcurves(photometry_files, outputs, opts, logger)
+        qa = build_lightcurves(photometry_files, outputs, opts, logger, new_source_files=new_source_files)
         wall = run.elapsed_s
         timings = {"wall_s": wall, "read_s": qa.pop("read_s"), "lightcurves_s": qa.pop("lightcurves_s")}
         inputs = list(photometry_files)
-        extra = {"epochs_table": outputs.get("lightcurve_epochs"), "ese_plot": outputs.get("ese_plot")}
+        extra = {"epochs_table": outputs.get("lightcurve_epochs"), "ese_plot": outputs.get("ese_plot"),
+                 "new_source_summary": outputs.get("new_source_summary")}
         run.publish(outputs["lightcurves"], kind="lightcurves", inputs=inputs, qa=qa, timings=timings,
                     extra={k: v for k, v in extra.items() if v})
         run.publish(outputs["variability"], kind="variability", inputs=[outputs["lightcurves"]],

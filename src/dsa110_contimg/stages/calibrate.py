@@ -89,14 +89,32 @@ def apply_calibration(
         caldir = next(Path(p) for p in caltables if Path(p).name == choice.calgroup)
         logger.info("applying %s (%.2f h away)", caldir, choice.separation_h)
         t0 = time.perf_counter()
+        plan = _averaging_plan(ms, config)
+        logger.info("averaging %d channels x %d integrations: %.2f%% more peak loss at %.2f deg (budget %.2g%%; "
+                    "the data's own channels and integrations lose %.2f%% there)", plan.channels,
+                    plan.integrations, 100 * plan.extra_loss, plan.radius_deg, 100 * plan.budget,
+                    100 * plan.native_loss)
         with provenance.atomic_output(calibrated) as tmp:
-            qa = calibration.apply(ms, caldir, str(tmp), width=cfg["average_channels"], log=logger)
-        qa.update(caltable=choice.calgroup, separation_h=choice.separation_h, warning=choice.warning)
+            qa = calibration.apply(ms, caldir, str(tmp), width=plan.channels, timebin=plan.integrations,
+                                   log=logger)
+        qa.update(caltable=choice.calgroup, separation_h=choice.separation_h, warning=choice.warning,
+                  averaging=plan.record())
         provenance.write_sidecar(calibrated, kind="calibrated", group=group, inputs=[ms, str(caldir)],
                                  config=dict(config), qa=qa, timings={"wall_s": time.perf_counter() - t0})
         with Database.from_config(config) as db:
             db.register_product(calibrated)
     return qa
+
+
+def _averaging_plan(ms: str, config: Mapping[str, Any]):
+    """Channels and integrations to average (the config's, or the most within the smearing budget)."""
+    from dsa110_contimg.imaging import averaging
+
+    cfg = config["calibration"]
+    channels, integrations = cfg["average_channels"], cfg["average_integrations"]
+    meta = calibration.averaging_inputs(ms)
+    return averaging.plan_for_observation(**meta, imaging=dict(config["imaging"]), budget=cfg["smearing_budget"],
+                                          channels=channels, integrations=integrations)
 
 
 def calibrator_flux(caltables: Sequence[str], table: str, config: Mapping[str, Any], log: str | None = None):

@@ -66,6 +66,22 @@ def cell_arcsec(freq_max_hz: float, max_baseline_m: float, pixels_per_beam: floa
     return float(np.floor(cell * 10**digits) / 10**digits)
 
 
+def coarse_pointing(pointing, n_freq: int = 32):
+    """The same pointing with its channels binned into at most ``n_freq`` groups (weighted mean frequency,
+    summed weights): the beam changes by < 0.5% of its width across a bin of 1/32 of the band."""
+    from dataclasses import replace
+
+    f = np.asarray(pointing.freq_hz, float)
+    if f.size <= n_freq:
+        return pointing
+    edges = np.linspace(0, f.size, n_freq + 1).astype(int)
+    w = np.add.reduceat(pointing.weights, edges[:-1], axis=1)
+    wf = np.add.reduceat(pointing.weights * f[None, :], edges[:-1], axis=1).sum(0)
+    fw = np.add.reduceat(np.ones_like(f), edges[:-1])
+    freq = np.where(w.sum(0) > 0, wf / np.maximum(w.sum(0), 1e-300), np.add.reduceat(f, edges[:-1]) / fw)
+    return replace(pointing, freq_hz=freq, weights=w)
+
+
 def beam_half_width_rad(pointing, centre_ra_rad: float, centre_dec_rad: float, pb_cutoff: float,
                         n_samples: int = 400) -> float:
     """Largest distance from the centre, along RA and along Dec, where the effective beam is >= ``pb_cutoff``.
@@ -78,6 +94,7 @@ def beam_half_width_rad(pointing, centre_ra_rad: float, centre_dec_rad: float, p
 
     if not 0 < pb_cutoff < 1:
         raise ValueError(f"pb_cutoff must be in (0, 1), got {pb_cutoff}")
+    pointing = coarse_pointing(pointing)
     ptg_ra = np.unwrap(np.asarray(pointing.ra_rad, float))
     track = float(np.abs(ptg_ra - centre_ra_rad).max() * np.cos(centre_dec_rad))
     reach = 1.2197 * C_M_S / float(np.min(pointing.freq_hz)) / beam.DISH_DIAMETER_M + track

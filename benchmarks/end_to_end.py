@@ -139,7 +139,7 @@ def accuracy(results: Path, truth_dir: Path, targets: list[str]) -> tuple[pd.Dat
         if not phot.exists():
             continue
         p = pd.read_parquet(phot)
-        p = p[(p.flags == 0) & (p.snr > 20) & p.source.isin(sky.index)]
+        p = p[(p["flags"] == 0) & (p["snr"] > 20) & p["source"].isin(sky.index)]
         s = sky.loc[p.source]
         true = s.flux_jy.to_numpy() * (freq / 1.4e9) ** s.spectral_index.to_numpy()
         for (_, r), t in zip(p.iterrows(), true, strict=True):

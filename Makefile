@@ -37,7 +37,7 @@ test: lint
 demo-raw: venv
 	@if [ -z "$$(ls -A demo/raw 2>/dev/null)" ]; then \
 	  set -x; \
-	  $(BIN)/contimg simulate --out demo/raw --start 2025-06-16T03:45:00 --dec 30.5 --n-obs 3 --n-ants 16 --n-chan 8 --n-int 6 --seed 1; \
+	  $(BIN)/contimg simulate --out demo/raw --start 2025-06-16T03:45:00 --dec 30.5 --n-obs 3 --n-ants 32 --max-radius 600 --n-chan 8 --n-int 6 --seed 1; \
 	else echo "demo/raw already has data (make clean-demo to start again)"; fi
 
 demo: demo-raw

@@ -267,3 +267,28 @@ def test_flux_monitor_bootstraps_secondaries_and_flags_one_fainter_than_listed(t
     measured = np.array([np.median(g[ant == a], axis=0) * bp_mean[a] for a in truth["antennas"]])
     true = np.median(np.abs(truth["gain"]), axis=1) * np.abs(truth["bandpass"]).mean(axis=1)
     assert np.median(measured / true) == pytest.approx(1.0, abs=0.01)
+
+
+def test_averaged_apply_is_slim_and_keeps_the_flux(solved):
+    """apply() with 2 channels x 2 integrations: one mstransform pass, cross-correlations only, no
+    SIGMA_SPECTRUM; half the channels and integrations; the on-axis source keeps its true flux."""
+    tmp, ms, _, caldir, _ = solved
+    out = tmp / "target_averaged.ms"
+    qa = apply(str(ms[-1]), caldir, str(out), width=2, timebin=2)
+    assert qa["average_channels"] == 2 and qa["average_integrations"] == 2
+    with tables.table(str(out), ack=False) as t:
+        assert "SIGMA_SPECTRUM" not in t.colnames() and "CORRECTED_DATA" not in t.colnames()
+        data, a1, a2, times = t.getcol("DATA"), t.getcol("ANTENNA1"), t.getcol("ANTENNA2"), t.getcol("TIME")
+    with tables.table(str(ms[-1]), ack=False) as t:
+        n_chan_in = t.getcell("DATA", 0).shape[0]
+        n_times_in = np.unique(t.getcol("TIME")).size
+    with tables.table(str(out / "SPECTRAL_WINDOW"), ack=False) as t:
+        freq = t.getcol("CHAN_FREQ")[0]
+    assert np.all(a1 != a2), "autocorrelations are not written"
+    assert data.shape[1] * 2 == n_chan_in and np.unique(times).size * 2 == n_times_in
+    expected = 2.0 * (freq / 1.4e9) ** -0.7
+    sel = times == np.unique(times)[np.unique(times).size // 2]  # the source within 10 s of the beam centre
+    measured = data[sel].real.mean(axis=(0, 2))
+    assert np.mean(measured / expected) == pytest.approx(1.0, abs=0.01)
+    with pytest.raises(ValueError, match="averaging"):
+        apply(str(ms[-1]), caldir, str(tmp / "bad.ms"), width=0)

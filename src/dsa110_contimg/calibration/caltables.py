@@ -374,25 +374,78 @@ def check_caltable(caldir: Path) -> None:
             raise CalibrationError(f"{path}: calibration table has no solutions")
 
 
-def apply(ms: str, caldir: Path, out_ms: str, width: int = 1, log=None) -> dict:
-    """Apply ``caldir``'s tables to a copy of ``ms``; write corrected data as DATA of ``out_ms``.
+def averaging_inputs(ms: str) -> dict:
+    """The metadata :func:`dsa110_contimg.imaging.averaging.plan_for_observation` needs (no data, no flags)."""
+    ct = casa_env.casatools()
+    tb = ct.table()
+    try:
+        tb.open(f"{ms}/FIELD")
+        ra, dec = tb.getcol("PHASE_DIR")[:, 0, 0]
+        tb.close()
+        tb.open(f"{ms}/SPECTRAL_WINDOW")
+        freq = tb.getcol("CHAN_FREQ")[:, 0]
+        width = float(np.abs(tb.getcol("CHAN_WIDTH")[:, 0]).mean())
+        tb.close()
+        tb.open(ms)
+        a1, a2 = tb.getcol("ANTENNA1"), tb.getcol("ANTENNA2")
+        cross = a1 != a2
+        uvw = tb.getcol("UVW").T[cross]
+        times = tb.getcol("TIME")[cross]
+        exposure = float(np.median(tb.getcol("EXPOSURE")))
+        tb.close()
+    except RuntimeError as exc:
+        raise CalibrationError(f"{ms}: cannot read the Measurement Set ({exc})") from exc
+    return {"uvw_m": uvw, "time_mjd_s": times, "freq_hz": freq, "chan_width_hz": width,
+            "integration_s": exposure, "field_ra_rad": float(ra), "field_dec_rad": float(dec)}
 
-    The input MS is never modified. ``width`` channels are averaged together.
+
+def _callib(caldir: Path, path: Path) -> None:
+    """A CASA cal library applying the bandpass (nearest) and the gains (linear in time), as applycal would."""
+    path.write_text(
+        f"caltable='{caldir / BANDPASS}' calwt=False tinterp='nearest'\n"
+        f"caltable='{caldir / GAINS}' calwt=False tinterp='linear'\n"
+    )
+
+
+def apply(ms: str, caldir: Path, out_ms: str, width: int = 1, timebin: int = 1, log=None) -> dict:
+    """Write ``ms`` calibrated with ``caldir``'s tables as DATA of a new ``out_ms``, cross-correlations only.
+
+    One pass of CASA ``mstransform`` with on-the-fly calibration (a cal
+    library): the corrected data are computed while reading ``ms`` and written
+    once, averaged over ``width`` channels and ``timebin`` integrations; flagged
+    solutions flag their data (applycal's ``calflag``). The input MS is never
+    modified and no copy of it is made. SIGMA_SPECTRUM (imaging reads
+    WEIGHT_SPECTRUM) is dropped from the result.
     """
     cta = casa_env.casatasks()
     check_caltable(caldir)
-    work = f"{out_ms}.work"
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(ms, work)
+    if width < 1 or timebin < 1:
+        raise ValueError(f"averaging factors must be >= 1, got width {width}, timebin {timebin}")
+    lib = Path(f"{out_ms}.callib.txt")
+    _callib(Path(caldir).resolve(), lib)
+    shutil.rmtree(out_ms, ignore_errors=True)
+    params = dict(vis=ms, outputvis=out_ms, datacolumn="corrected", docallib=True, callib=str(lib),
+                  antenna="*&", chanaverage=width > 1, timeaverage=timebin > 1)
+    if width > 1:
+        params["chanbin"] = width
+    if timebin > 1:
+        info = read_ms_info(ms)
+        step = float(np.median(np.diff(info.times_jd))) * 86400.0 if info.times_jd.size > 1 else 0.0
+        params["timebin"] = f"{step * timebin * 1.0001:.4f}s"
     try:
-        cta.flagdata(vis=work, mode="manual", autocorr=True, flagbackup=False)
-        cta.applycal(vis=work, gaintable=[str(caldir / BANDPASS), str(caldir / GAINS)],
-                     interp=["nearest", "linear"], calwt=False, flagbackup=False, applymode="calflag")
-        ok = cta.split(vis=work, outputvis=out_ms, datacolumn="corrected", width=width)
-        if ok is False or not Path(out_ms).exists():
-            raise CalibrationError(f"{ms}: CASA split of the corrected data failed")
+        ok = cta.mstransform(**params)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        lib.unlink(missing_ok=True)
+    if ok is False or not Path(out_ms).exists():
+        raise CalibrationError(f"{ms}: CASA mstransform of the corrected data failed")
+    ct = casa_env.casatools()
+    tb = ct.table()
+    tb.open(out_ms, nomodify=False)
+    try:
+        if "SIGMA_SPECTRUM" in tb.colnames():
+            tb.removecols("SIGMA_SPECTRUM")
+    finally:
+        tb.close()
     ct = casa_env.casatools()
     tb = ct.table()
     tb.open(out_ms)
@@ -413,6 +466,8 @@ def apply(ms: str, caldir: Path, out_ms: str, width: int = 1, log=None) -> dict:
     return {
         "flagged_fraction": flagged,
         "n_channels": int(n_chan),
+        "average_channels": int(width),
+        "average_integrations": int(timebin),
         "ra_deg": float(np.degrees(info.field_ra)),
         "dec_deg": float(np.degrees(info.field_dec)),
         "time_start": Time(times.min() / 86400.0, format="mjd").isot,

@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from ..constants import C_M_S, MJD_ZERO_JD, SECONDS_PER_DAY
+from . import field as fieldsize
 
 ARCSEC = np.pi / 180 / 3600
 
@@ -82,11 +83,12 @@ class ImagingOptions:
 
     imager: str = "wsclean"
     """``wsclean`` (used when the program is found, tclean otherwise) or ``tclean``."""
-    imsize: int = 4096
-    """Image width and height in pixels."""
+    imsize: int | None = None
+    """Image width and height in pixels; None: the field where the primary beam reaches ``pb_cutoff``
+    (:mod:`dsa110_contimg.imaging.field`)."""
     cell_arcsec: float | None = None
-    """Pixel size; None: the synthesised beam (lambda_min / B_max) / ``pixels_per_beam``."""
-    pixels_per_beam: float = 5.0
+    """Pixel size; None: the finest fringe (lambda_min / B_max) / ``pixels_per_beam``."""
+    pixels_per_beam: float = 3.0
     weighting: str = "briggs"
     robust: float = 0.0
     """Briggs robustness (-2 ~ uniform, +2 ~ natural)."""
@@ -94,10 +96,12 @@ class ImagingOptions:
     """Maximum number of CLEAN components."""
     gain: float = 0.1
     """Minor-cycle loop gain."""
-    mgain: float = 0.8
+    mgain: float = 0.9
     """Major-cycle gain (WSClean ``-mgain``): a major cycle starts once the peak fell by this fraction."""
     cyclefactor: float = 1.0
     """tclean's major-cycle trigger (its counterpart of mgain)."""
+    max_major_cycles: int = 5
+    """At most this many major cycles (WSClean ``-nmiter``, tclean ``nmajor``); 0: no limit."""
     auto_threshold: float = 3.0
     """Stop CLEAN at this many sigma of the residual (WSClean -auto-threshold, tclean nsigma)."""
     auto_mask: float | None = 5.0
@@ -123,7 +127,7 @@ class ImagingOptions:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         if self.wsclean_gridder not in ("wgridder", "wstacking"):
             raise ValueError(f"wsclean_gridder must be wgridder or wstacking, got {self.wsclean_gridder!r}")
-        if self.imsize < 16 or self.imsize % 2:
+        if self.imsize is not None and (self.imsize < 16 or self.imsize % 2):
             raise ValueError(f"imsize must be an even number >= 16, got {self.imsize}")
 
     @classmethod
@@ -284,23 +288,48 @@ def inspect_ms(ms: str | os.PathLike, chunk_rows: int = 20000, data_column: str 
 # ------------------------------------------------------------- parameters
 
 
-def cell_size_arcsec(info: MSInfo, pixels_per_beam: float = 5.0) -> float:
+def cell_size_arcsec(info: MSInfo, pixels_per_beam: float = 3.0) -> float:
     """Pixel size: lambda at the highest frequency over the longest baseline, / pixels_per_beam.
 
     Rounded down to three significant figures.
     """
     if info.max_baseline_m <= 0:
         raise ImagingError(f"{info.path}: longest unflagged baseline has zero length")
-    beam = C_M_S / info.freq_hz.max() / info.max_baseline_m / ARCSEC
-    cell = beam / pixels_per_beam
-    digits = 2 - int(np.floor(np.log10(cell)))
-    return float(np.floor(cell * 10**digits) / 10**digits)
+    return fieldsize.cell_arcsec(float(info.freq_hz.max()), info.max_baseline_m, pixels_per_beam)
+
+
+def natural_weights_tf(info: MSInfo) -> np.ndarray:
+    """Sum of the natural weights per (integration, channel), shape (T, F)."""
+    out = np.zeros((info.times_mjd_s.size, info.freq_hz.size))
+    for t in range(out.shape[0]):
+        out[t] = info.weight[info.t_index == t].sum(axis=0)
+    return out
+
+
+def derive_field(info: MSInfo, opts: ImagingOptions) -> fieldsize.FieldSize:
+    """Image size (to the primary beam's ``pb_cutoff``) and cell (from the synthesised beam) for ``info``."""
+    from . import primary_beam
+
+    if info.max_baseline_m <= 0:
+        raise ImagingError(f"{info.path}: longest unflagged baseline has zero length")
+    dec_app = primary_beam.pointing_declination(info.field_ra_rad, info.field_dec_rad, info.mid_jd)
+    pointing = primary_beam.make_pointing(info.jd, info.freq_hz, natural_weights_tf(info), dec_app)
+    half = fieldsize.beam_half_width_rad(pointing, info.field_ra_rad, info.field_dec_rad, opts.pb_cutoff)
+    return fieldsize.field_size(half, float(info.freq_hz.max()), info.max_baseline_m, opts.pixels_per_beam,
+                            cell=opts.cell_arcsec)
 
 
 def resolve_options(opts: ImagingOptions, info: MSInfo, log_: logging.Logger | None = None) -> ImagingOptions:
-    """Fill in what depends on the data or the machine: the cell size and the imager."""
+    """Fill in what depends on the data or the machine: the image size, the cell size and the imager."""
     lg = log_ or log
-    if opts.cell_arcsec is None:
+    if opts.imsize is None:
+        size = derive_field(info, opts)
+        opts = replace(opts, imsize=size.imsize, cell_arcsec=size.cell_arcsec)
+        lg.info("image %d^2 at %.3g arcsec (%.2f deg): the primary beam reaches %.2g at %.2f deg from the centre; "
+                "finest fringe %.3g arcsec (longest baseline %.0f m) / %g", size.imsize, size.cell_arcsec,
+                size.field_deg, opts.pb_cutoff, size.half_width_deg, size.fringe_arcsec, info.max_baseline_m,
+                opts.pixels_per_beam)
+    elif opts.cell_arcsec is None:
         opts = replace(opts, cell_arcsec=cell_size_arcsec(info, opts.pixels_per_beam))
         lg.info("cell size %.3g arcsec from the longest baseline (%.0f m)", opts.cell_arcsec, info.max_baseline_m)
     if opts.imager == "wsclean" and shutil.which(opts.wsclean) is None:
@@ -431,6 +460,7 @@ def wsclean_command(ms: str, prefix: Path, opts: ImagingOptions, threads: int, m
         "-gain", f"{opts.gain:g}",
         "-mgain", f"{opts.mgain:g}",
         "-auto-threshold", f"{opts.auto_threshold:g}",
+        "-nmiter", str(opts.max_major_cycles),
         "-no-update-model-required",
         "-make-psf",
         "-j", str(max(1, threads)),
@@ -461,6 +491,11 @@ def tclean_parameters(ms: str, prefix: Path, opts: ImagingOptions) -> dict[str, 
         niter=opts.niter,
         gain=opts.gain,
         cyclefactor=opts.cyclefactor,
+        # A minor cycle goes down to (1 - mgain) of the peak, as WSClean's: with tclean's default (up to 0.8
+        # x the peak, by the PSF's sidelobes) a sparse array needs dozens of major cycles.
+        maxpsffraction=1.0 - opts.mgain,
+        minpsffraction=min(0.05, 1.0 - opts.mgain),
+        nmajor=opts.max_major_cycles if opts.max_major_cycles > 0 else -1,
         nsigma=opts.auto_threshold,
         threshold="0Jy",
         pblimit=-1e-4,  # no tclean primary-beam mask: the drift-scan beam is applied later

@@ -540,6 +540,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     span.add_argument("--hours", type=float, default=None, help="span length in hours instead of --n-obs")
     p.add_argument("--dec", type=float, default=d.dec_deg, help="pointing declination, deg")
     p.add_argument("--n-ants", type=int, default=d.n_ants)
+    p.add_argument("--max-radius", type=float, default=d.max_radius_m,
+                   help="choose the antennas within this many metres of the array centre (default: whole array)")
     p.add_argument("--n-chan", type=int, default=d.n_chan, help="channels per subband")
     p.add_argument("--n-int", type=int, default=d.n_int, help="integrations per observation")
     p.add_argument("--n-sources", type=int, default=d.n_sources)
@@ -563,6 +565,7 @@ def options_from_args(args: argparse.Namespace) -> SimOptions:
         start=start,
         dec_deg=args.dec,
         n_ants=args.n_ants,
+        max_radius_m=args.max_radius,
         n_chan=args.n_chan,
         n_int=args.n_int,
         n_sources=args.n_sources,

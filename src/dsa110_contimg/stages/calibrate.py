@@ -105,18 +105,24 @@ def apply_calibration(
             run.logger.warning(choice.warning)
         caldir = next(Path(p) for p in caltables if Path(p).name == choice.calgroup)
         run.logger.info("applying %s (%.2f h away)", caldir, choice.separation_h)
+        plan = _averaging_plan(ms, config)
+        run.logger.info("averaging %d channels x %d integrations: %.2f%% more peak loss at %.2f deg (budget %.2g%%; "
+                        "the data's own channels and integrations lose %.2f%% there)", plan.channels,
+                        plan.integrations, 100 * plan.extra_loss, plan.radius_deg, 100 * plan.budget,
+                        100 * plan.native_loss)
         scaled = Path(f"{calibrated}.fluxscaled")
         try:
             use, flux_record = _bootstrapped(caldir, candidates, choice.calgroup, dec, scaled, run.logger)
             with run.output(calibrated) as tmp:
-                qa = calibration.apply(ms, use, str(tmp), width=cfg["average_channels"], log=run.logger)
+                qa = calibration.apply(ms, use, str(tmp), width=plan.channels, timebin=plan.integrations,
+                                       log=run.logger)
                 # RFI flags of the target itself (on this job's own output), before self-calibration.
                 qa.update(flagging.flag_rfi(str(tmp), flagging.FlagOptions(**cfg["target_rfi"]), log=run.logger))
                 qa["selfcal"] = _selfcal(str(tmp), config, run.logger)
         finally:
             shutil.rmtree(scaled, ignore_errors=True)
         qa.update(caltable=choice.calgroup, separation_h=choice.separation_h, warning=choice.warning,
-                  flux_bootstrap=flux_record)
+                  flux_bootstrap=flux_record, averaging=plan.record())
         run.publish(calibrated, kind="calibrated", inputs=[ms, str(caldir)], qa=qa)
     return qa
 
@@ -153,6 +159,16 @@ def _bootstrapped(caldir: Path, candidates: dict, chosen: str, dec: float, scale
     use = bootstrap.scaled_caltable(caldir, ratio, scaled)
     return use, {"calibrator": qa.get("calibrator"), "source": "bootstrapped", "standard": found[1].get("calibrator"),
                  "standard_calgroup": found[0], "flux_ratio": ratio}
+
+
+def _averaging_plan(ms: str, config: Mapping[str, Any]):
+    """Channels and integrations to average (the config's, or the most within the smearing budget)."""
+    from ..imaging import averaging
+
+    cfg = config["calibration"]
+    meta = calibration.averaging_inputs(ms)
+    return averaging.plan_for_observation(**meta, imaging=dict(config["imaging"]), budget=cfg["smearing_budget"],
+                                          channels=cfg["average_channels"], integrations=cfg["average_integrations"])
 
 
 def calibrator_flux(caltables: Sequence[str], table: str, config: Mapping[str, Any], log: str | None = None):

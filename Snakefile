@@ -32,5 +32,5 @@ include: "rules/report.smk"
 
 rule all:
     input:
-        all_targets(),
+        all_targets,
     default_target: True

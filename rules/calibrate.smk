@@ -39,11 +39,35 @@ rule apply_calibration:
         "../scripts/apply_calibration.py"
 
 
+def calflux_caltables(wildcards):
+    """The caltables of the targeted calibrator transits (held-back ones are not
+    planned: the fan-in lists them instead of waiting)."""
+    targeted = set(TARGET_GROUPS)
+    return [naming.product_path(RESULTS, "caltable", c) for c in sorted(CALPLAN.calgroups) if c in targeted]
+
+
+def earlier_caltables(wildcards):
+    """Caltables of transits before a rolling run's window that exist (read, not planned)."""
+    targeted = set(TARGET_GROUPS)
+    paths = (naming.product_path(RESULTS, "caltable", c) for c in sorted(CALPLAN.calgroups) if c not in targeted)
+    return [p for p in paths if os.path.exists(naming.sidecar_path(p))]
+
+
+def calflux_left_out(wildcards):
+    """Calibrator transits held back by a failure -> why."""
+    if not HELD:
+        return {}
+    every = calplan.plan_calibration(sorted(GROUPS) + sorted(HELD), config["pointing"]["dec_deg"],
+                                     config["calibration"])
+    return {g: f"{name}: {HELD[g]}" for g, name in sorted(every.calgroups.items()) if g in HELD}
+
+
 rule calibrator_flux:
     input:
-        caltables=lambda wildcards: [
-            naming.product_path(RESULTS, "caltable", c) for c in sorted(CALPLAN.calgroups)
-        ],
+        caltables=calflux_caltables,
+    params:
+        earlier=earlier_caltables,
+        left_out=calflux_left_out,
     output:
         table=naming.calflux_path(RESULTS),
         sidecar=naming.sidecar_path(naming.calflux_path(RESULTS)),

@@ -54,11 +54,33 @@ GROUPING = grouping.group_files(
     tolerance_s=config["grouping"]["tolerance_s"],
     n_subbands=config["grouping"]["n_subbands"],
 )
+# A rolling run (contimg run, config run.rolling) plans settled groups only and
+# targets a window of recent nights (dsa110_contimg.rolling.window).
+ROLLING = config["run"]["rolling"]
+if ROLLING:
+    from dsa110_contimg.rolling import held as rolling_held
+    from dsa110_contimg.rolling import window as rolling_window
+
+    ROLLING_SELECTION = rolling_window.select(GROUPING, RAW, config["run"])
+    GROUPING = ROLLING_SELECTION.grouping
+    if ROLLING_SELECTION.settling:
+        _say(
+            f"waiting for {len(ROLLING_SELECTION.settling)} group(s) still being written "
+            f"(run.settle_s): {', '.join(ROLLING_SELECTION.settling)}"
+        )
 try:
     SELECTION = grouping.select_groups(GROUPING, config["grouping"]["incomplete"])
 except (grouping.GroupingError, naming.RawNameError) as err:
     raise WorkflowError(f"raw_dir {RAW!r} (grouping.incomplete is 'fail'): {err}") from None
 GROUPS = {group.id: group for group in SELECTION.groups}
+# Groups held back by a failure (rolling runs): not planned, and the fan-ins
+# list them with the reason instead of waiting for them.
+HELD = rolling_held.held_back(config, GROUPS, RAW) if ROLLING else {}
+for _group, _why in sorted(HELD.items()):
+    _say(f"holding back {_group} until its cause changes: {_why}")
+GROUPS = {g: group for g, group in GROUPS.items() if g not in HELD}
+# The groups whose products a run targets: all, or a rolling run's window.
+TARGET_GROUPS = ROLLING_SELECTION.in_window(GROUPS) if ROLLING else sorted(GROUPS)
 
 if SELECTION.warning:
     _say(f"WARNING: raw_dir {RAW!r}: " + SELECTION.warning)
@@ -92,6 +114,8 @@ def group_of(wildcards):
     try:
         return GROUPS[wildcards.group]
     except KeyError:
+        if wildcards.group in HELD:
+            raise ValueError(f"group {wildcards.group} is held back: {HELD[wildcards.group]}") from None
         known = GROUPING.by_id.get(wildcards.group)
         if known is not None:
             raise ValueError(f"group {known.id} cannot be processed: {known.problem()}") from None
@@ -134,7 +158,17 @@ def calibration_problem(wildcards):
     return CALPLAN.problems.get(wildcards.group)
 
 
-def all_targets():
+def left_out(group_ids=None):
+    """Groups a fan-in goes without -> why: held back by a failure, or incomplete
+    (within ``group_ids`` when given). Groups still being written are not listed."""
+    why = dict(HELD)
+    why.update({g.id: f"incomplete: {g.problem()}" for g in GROUPING.incomplete})
+    if group_ids is not None:
+        why = {g: w for g, w in why.items() if g in set(group_ids)}
+    return dict(sorted(why.items()))
+
+
+def all_targets(wildcards=None):
     """Every final product of every complete group (images, photometry and the
     light-curve fan-in when a catalogue is configured; the calibrator flux
     table when a calibrator transits; the mosaics of ``mosaic.targets``).
@@ -142,9 +176,9 @@ def all_targets():
     With no group, the target is raw_dir itself (it exists), so Snakemake
     plans no job at all; a target list that is empty would still run 'all'.
     """
-    targets = [naming.product_path(RESULTS, "image", group_id) for group_id in GROUPS]
+    targets = [naming.product_path(RESULTS, "image", group_id) for group_id in TARGET_GROUPS]
     if CALPLAN.calgroups:
         targets.append(naming.calflux_path(RESULTS))
     targets += photometry_targets()
-    targets += MOSAIC_TARGETS
+    targets += [mosaic_target(t) if t.endswith(".qa.png") else t for t in MOSAIC_TARGETS]
     return targets or [RAW]

@@ -7,7 +7,7 @@
 # a plan rewritten with the same bytes (plans hold no time stamp) rebuilds nothing.
 from dsa110_contimg.mosaic import wiring as mosaic_wiring
 
-MOSAICS = mosaic_wiring.Wiring(RESULTS, GROUPS, config)
+MOSAICS = mosaic_wiring.Wiring(RESULTS, GROUPS, config, held=HELD, target_ids=TARGET_GROUPS)
 # The mosaics the default target builds (mosaic.targets), for all_targets().
 MOSAIC_TARGETS, MOSAIC_NOTES = MOSAICS.targets()
 for note in MOSAIC_NOTES:
@@ -19,7 +19,11 @@ wildcard_constraints:
     mosaic=naming.MOSAIC_NAME_PATTERN,
 
 
-rule plan_mosaic:
+# A checkpoint: whether a plan kept any image is known only once it is made.
+# The default target then asks for the QA of a plan that kept images, and only
+# for the plan itself (written with its reasons) of one that kept none, so an
+# empty mosaic neither is made nor fails the run (see mosaic_target below).
+checkpoint plan_mosaic:
     input:
         unpack(lambda wildcards: MOSAICS.inputs(wildcards.tier, wildcards.mosaic)),
     output:
@@ -27,6 +31,7 @@ rule plan_mosaic:
         sidecar=naming.sidecar_path(naming.mosaic_path(RESULTS, "{tier}", "{mosaic}", "mosaic_plan")),
     params:
         selection=lambda wildcards: MOSAICS.selection(wildcards.tier, wildcards.mosaic).to_dict(),
+        left_out=lambda wildcards: MOSAICS.left_out(wildcards.tier, wildcards.mosaic),
         tier=lambda wildcards: config["mosaic"]["tiers"][wildcards.tier],
     log:
         naming.log_path(RESULTS, "plan_mosaic", "{tier}/{mosaic}"),
@@ -77,3 +82,10 @@ rule qa_mosaic:
         runtime=lambda wildcards: MOSAICS.resource(wildcards.tier, "runtime"),
     script:
         "../scripts/qa_mosaic.py"
+
+
+def mosaic_target(qa_path):
+    """The QA preview of a default-target mosaic whose plan kept images, else its plan."""
+    tier, name, _ = naming.parse_mosaic_path(qa_path)
+    plan = checkpoints.plan_mosaic.get(tier=tier, mosaic=name).output.plan
+    return qa_path if mosaic_wiring.plan_keeps_images(plan) else plan

@@ -20,8 +20,17 @@ def catalogue_file(wildcards):
 
 
 def photometry_tables(wildcards):
-    """Every group's photometry table: the fan-in's inputs."""
-    return [naming.product_path(RESULTS, "photometry", g) for g in sorted(GROUPS)]
+    """The photometry table of every targeted group: the fan-in's inputs (held-back
+    groups are not among them, so one failed observation withholds nothing)."""
+    return [naming.product_path(RESULTS, "photometry", g) for g in TARGET_GROUPS]
+
+
+def earlier_photometry(wildcards):
+    """Photometry tables of groups before a rolling run's window that exist: read by
+    the fan-in (the light curves span the whole survey) without planning their jobs."""
+    targeted = set(TARGET_GROUPS)
+    paths = (naming.product_path(RESULTS, "photometry", g) for g in sorted(GROUPS) if g not in targeted)
+    return [p for p in paths if os.path.exists(p)]
 
 
 def photometry_targets():
@@ -29,7 +38,7 @@ def photometry_targets():
     if not CATALOGUE or not GROUPS:
         return []
     return [LIGHTCURVES["ese_candidates"], LIGHTCURVES["variability"]] + [
-        naming.product_path(RESULTS, "new_sources", g) for g in sorted(GROUPS)
+        naming.product_path(RESULTS, "new_sources", g) for g in TARGET_GROUPS
     ]
 
 
@@ -60,6 +69,9 @@ rule photometry:
 rule lightcurves:
     input:
         photometry_tables,
+    params:
+        earlier=earlier_photometry,
+        left_out=lambda wildcards: left_out(),
     output:
         lightcurves=LIGHTCURVES["lightcurves"],
         epochs=LIGHTCURVES["epochs"],

@@ -11,4 +11,5 @@ stages.plan_mosaic(
     config=snakemake.config,  # noqa: F821
     selection=snakemake.params.selection,  # noqa: F821
     log=snakemake.log[0],  # noqa: F821
+    left_out=snakemake.params.left_out,  # noqa: F821
 )

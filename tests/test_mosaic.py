@@ -139,8 +139,10 @@ def test_parse_time_wiring_names_inputs_and_targets():
     assert inputs == {"images": [f"results/images/{g}.image.fits" for g in ids[:2]],
                       "pbs": [f"results/images/{g}.pb.fits" for g in ids[:2]],
                       "sidecars": [f"results/images/{g}.image.fits.json" for g in ids[:2]]}
-    with pytest.raises(MosaicError, match="science mosaic 2025-07-01: .*nothing to mosaic"):
-        wiring.inputs("science", "2025-07-01")
+    # A name that selects nothing: no inputs, and the plan is written empty with the reason.
+    assert wiring.inputs("science", "2025-07-01") == {"images": [], "pbs": [], "sidecars": []}
+    assert "none of the 3 observation(s) in raw_dir falls in it" in wiring.left_out("science", "2025-07-01")[""]
+    assert wiring.left_out("science", "2025-06-15") == {}
     targets, notes = wiring.targets()
     assert targets == ["results/mosaics/science/2025-06-15.qa.png", "results/mosaics/science/2025-06-16.qa.png"]
     assert len(notes) == 1 and "2025-07-01" in notes[0]
@@ -148,6 +150,22 @@ def test_parse_time_wiring_names_inputs_and_targets():
     config["mosaic"]["exclude_groups"] = [ids[1]]  # e.g. its imaging fails: the day's mosaic goes on without it
     assert mosaic_wiring.Wiring("results", ids, config).inputs("science", "2025-06-15")["images"] == [
         f"results/images/{ids[0]}.image.fits"]
+
+
+def test_held_back_groups_are_listed_and_a_fully_held_mosaic_gets_an_empty_plan():
+    config = validate_config({"mosaic": {"targets": {"quicklook": [], "science": ["daily"]}}})
+    ids = [group(0), group(1), group(0, "2025-06-16")]
+    held = {group(1): "convert failed: truncated", group(0, "2025-06-16"): "image failed: all flagged"}
+    wiring = mosaic_wiring.Wiring("results", [g for g in ids if g not in held], config, held=held)
+    assert wiring.inputs("science", "2025-06-15")["images"] == [f"results/images/{ids[0]}.image.fits"]
+    assert wiring.left_out("science", "2025-06-15") == {group(1): "convert failed: truncated"}
+    assert wiring.left_out("science", "2025-06-16") == {group(0, "2025-06-16"): "image failed: all flagged"}
+    targets, notes = wiring.targets()
+    assert targets == ["results/mosaics/science/2025-06-15.qa.png", "results/mosaics/science/2025-06-16.plan.json"]
+    assert any("2025-06-16" in n and "held back" in n for n in notes)
+    # A rolling run's window: only the days of its groups are targets.
+    window = mosaic_wiring.Wiring("results", [ids[0]], config, target_ids=[])
+    assert window.targets()[0] == []
     config["mosaic"]["enabled"] = False
     assert mosaic_wiring.Wiring("results", ids, config).targets() == ([], [])
 

@@ -99,9 +99,17 @@ def apply_calibration(
     return qa
 
 
-def calibrator_flux(caltables: Sequence[str], table: str, config: Mapping[str, Any], log: str | None = None):
-    """Rule ``calibrator_flux``: every solution's calibrator flux against its catalogue flux."""
+def calibrator_flux(caltables: Sequence[str], table: str, config: Mapping[str, Any], log: str | None = None,
+                    left_out: Mapping[str, str] | None = None):
+    """Rule ``calibrator_flux``: every solution's calibrator flux against its catalogue flux.
+
+    ``left_out`` maps calibrator groups the workflow did not wait for (a failed
+    solve held back) to why: logged and listed in the sidecar's ``left_out``.
+    """
+    left_out = dict(sorted((left_out or {}).items()))
     with logged(log, "calibrator_flux", "all", config, {}) as logger:
+        for group, why in left_out.items():
+            logger.warning("left out %s: %s", group, why)
         records = [provenance.read_sidecar(provenance.sidecar_path(c)) for c in caltables]
         result = fluxmon.monitor(records, config["calibration"]["flux_alert_fraction"])
         for row in result.itertuples():
@@ -114,7 +122,9 @@ def calibrator_flux(caltables: Sequence[str], table: str, config: Mapping[str, A
             table, kind="calflux", inputs=list(caltables), config=dict(config),
             qa={"n_solutions": len(result), "n_measured": int(result.flux_ratio.notna().sum()),
                 "n_alerts": len(alerts),
-                "alerts": [f"{r.calibrator} ({r.calgroup}): {r.note}" for r in alerts.itertuples()]},
+                "alerts": [f"{r.calibrator} ({r.calgroup}): {r.note}" for r in alerts.itertuples()],
+                "n_left_out": len(left_out)},
+            extra={"left_out": [{"group": g, "reason": w} for g, w in left_out.items()]},
         )
         with Database.from_config(config) as db:
             db.register_product(table)

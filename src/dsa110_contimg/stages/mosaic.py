@@ -49,11 +49,15 @@ def plan_mosaic(
     config: Mapping[str, Any],
     selection: Mapping[str, Any] | None = None,
     log: str | None = None,
+    left_out: Mapping[str, str] | None = None,
 ) -> dict:
     """Rule ``plan_mosaic``: candidate images (+ their beams) -> the plan file, sidecar, database row.
 
     ``selection`` is :meth:`Selection.to_dict` as the rule's params computed
     it at parse time (None: computed here from the config and the images).
+    ``left_out`` maps groups of the selection that the workflow did not wait
+    for (held back by a failure) to why, key ``""`` an empty selection's
+    reason: they join the plan's rejected list, so an empty plan says why.
     """
     if len(images) != len(pbs):
         raise ValueError(f"{len(images)} images but {len(pbs)} primary beams")
@@ -62,8 +66,10 @@ def plan_mosaic(
         sel = _selection(tier, name, images, config, selection)
         opts = mosaic_wiring.TierOptions.from_config(config["mosaic"]["tiers"][tier])
         result = mosaic_plan.make_plan(sel, opts, list(zip(images, pbs)))
+        for group, why in sorted((left_out or {}).items()):
+            result.rejected.append({"group": group, "image": "", "reason": why})
         for r in result.rejected:
-            logger.info("left out %s: %s", r["image"], r["reason"])
+            logger.info("left out %s: %s", r["image"] or r["group"] or "everything", r["reason"])
         summary = result.summary()
         if result.images:
             logger.info("%s: %d of %d candidate images, %s grid %s, about %.0f MB to build", sel.describe(),

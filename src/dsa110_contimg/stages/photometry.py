@@ -661,8 +661,13 @@ def lightcurves(
     log: str | None = None,
     mem_mb: int | None = None,
     register: bool = True,
+    left_out: Mapping[str, str] | None = None,
 ) -> dict:
     """Rule ``lightcurves``: the fan-in over all photometry tables; returns the QA figures.
+
+    ``left_out`` maps the groups the workflow did not wait for (held back by a
+    failure, incomplete) to why; they are logged and listed in the sidecar
+    (``left_out``), as are the tables that could not be used (``skipped``).
 
     ``outputs`` maps ``lightcurves``, ``variability``, ``ese_candidates``
     (and optionally ``epochs``, ``ese_plot``) to paths (see
@@ -672,12 +677,16 @@ def lightcurves(
     opts = LightcurveOptions.from_config(config, mem_mb)
     with logged(log, "lightcurves", "all", config if register else None, {}) as logger:
         t0 = time.perf_counter()
+        for group, why in sorted((left_out or {}).items()):
+            logger.warning("left out %s: %s", group, why)
         qa = build_lightcurves(photometry_files, outputs, opts, logger)
+        qa["n_groups_left_out"] = len(left_out or {})
         wall = time.perf_counter() - t0
         cfg = dict(config)
         timings = {"wall_s": wall, "read_s": qa.pop("read_s"), "lightcurves_s": qa.pop("lightcurves_s")}
         inputs = list(photometry_files)
-        extra = {"epochs_table": outputs.get("epochs"), "ese_plot": outputs.get("ese_plot")}
+        extra = {"epochs_table": outputs.get("epochs"), "ese_plot": outputs.get("ese_plot"),
+                 "left_out": [{"group": g, "reason": w} for g, w in sorted((left_out or {}).items())]}
         provenance.write_sidecar(outputs["lightcurves"], kind="lightcurves", inputs=inputs, config=cfg, qa=qa,
                                  timings=timings, extra={k: v for k, v in extra.items() if v})
         provenance.write_sidecar(outputs["variability"], kind="variability", inputs=[outputs["lightcurves"]], config=cfg,

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -228,9 +230,15 @@ def test_partial_run_raw_files_only(tmp_path):
     (tmp_path / "raw").mkdir()
     good, partial = "2025-06-15T08:00:03", "2025-06-15T08:05:12"
     make_raw(tmp_path / "raw", good)
-    make_raw(tmp_path / "raw", partial, subbands=range(15))
+    partial_files = make_raw(tmp_path / "raw", partial, subbands=range(15))
     config = tmp_path / "c.yaml"
     config.write_text("raw_dir: raw\nresults_dir: results\n")
+    # Files younger than run.settle_s may still be being written: not incomplete yet.
+    fresh = json.loads(contimg_status(tmp_path, config, "--json").stdout)
+    assert fresh["nights"][0]["totals"]["incomplete"] == 0 and fresh["alerts"] == []
+    old = time.time() - 3600
+    for path in partial_files:
+        os.utime(path, (old, old))
     out = contimg_status(tmp_path, config)
     assert out.returncode == 1, out.stderr
     assert f"{partial}  missing subbands sb15" in out.stdout
@@ -273,7 +281,8 @@ def test_alerts_from_registered_qa(tmp_path):
     calgroup = "2025-06-15T07:55:00"
     chains = [make_chain(raw, results, "2025-06-15T08:00:03", calgroup, rms=0.8e-3),
               make_chain(raw, results, "2025-06-15T08:05:12", calgroup, rms=5.6e-3)]  # fmt: skip
-    make_raw(raw, "2025-06-15T08:10:21", subbands=range(12))
+    for path in make_raw(raw, "2025-06-15T08:10:21", subbands=range(12)):
+        os.utime(path, (time.time() - 3600,) * 2)  # written an hour ago, not still being written
     write_calflux(results, chains[0]["caltable"], calgroup, ratio=1.3)
     config = load_config({"raw_dir": str(raw), "results_dir": str(results)})
     with Database.from_config(config) as database:

@@ -192,6 +192,26 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_status)
 
 
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="one rolling run: the workflow over recent nights, then status, metrics and alerts",
+        description="Run the workflow as a rolling run (config section run: a window of recent "
+        "nights, groups still being written wait, failed groups are held back so the fan-ins run "
+        "on what succeeded), then write <results_dir>/run/status.json and the Prometheus metrics "
+        "(run.metrics_file) and send new or resolved alerts (section notify). For a systemd timer "
+        "or cron (ops/). Exit status: 0 the workflow finished (failures are alerts), 1 snakemake "
+        "failed, 2 a bad config, 3 another run holds the lock. Arguments after -- go to snakemake.",
+    )
+    p.add_argument("--config", action="append", metavar="FILE",
+                   help="config file, repeatable, merged in order (default: config/config.yaml)")
+    p.add_argument("--snakefile", help="the workflow (default: ./Snakefile, else the package's source tree)")
+    p.add_argument("--retry-failed", action="store_true", help="plan the groups held back by a failure again now")
+    p.add_argument("-n", "--dry-run", action="store_true", help="only show the jobs (snakemake -n); no status or alerts")
+    p.add_argument("snakemake_args", nargs="*", help="extra snakemake arguments (after --)")
+    p.set_defaults(func=cmd_run)
+
+
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The argument parser; ``argv`` tells whether the simulator must be loaded."""
     parser = argparse.ArgumentParser(prog="contimg", description="DSA-110 continuum pipeline tools.")
@@ -203,6 +223,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     _add_calibration(sub)
     _add_config(sub)
     _add_status(sub)
+    _add_run(sub)
     return parser
 
 
@@ -368,6 +389,37 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         print(status.render_text(report))
     return status.exit_code(report)
+
+
+def _load_configs(files: Sequence[str]) -> dict:
+    """Config files merged in order (as Snakemake merges several --configfile), validated."""
+    from .config import _merge
+
+    merged: dict = {}
+    for path in files:
+        try:
+            with open(path) as f:
+                part = yaml.safe_load(f) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})".replace("\n", " ")) from None
+        if not isinstance(part, dict):
+            raise ConfigError(f"{path}: expected a mapping of keys to values, got {type(part).__name__}")
+        merged = _merge(merged, part)
+    return validate_config(merged)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .rolling import lock, run
+
+    files = args.config or ["config/config.yaml"]
+    config = _load_configs(files)
+    try:
+        result = run.rolling_run(config, files, snakefile=args.snakefile, retry_failed=args.retry_failed,
+                                 dry_run=args.dry_run, extra_args=args.snakemake_args)
+    except lock.RunLockedError as err:
+        print(f"contimg run: {err}", file=sys.stderr)
+        return run.EXIT_LOCKED
+    return result.exit_code()
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

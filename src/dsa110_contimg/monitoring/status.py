@@ -44,6 +44,7 @@ import json
 import math
 import os
 import statistics
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -98,7 +99,12 @@ def _raw_groups(config: Mapping[str, Any]) -> tuple[list[grouping.Group], str | 
     found = grouping.group_files(
         names, tolerance_s=config["grouping"]["tolerance_s"], n_subbands=config["grouping"]["n_subbands"]
     )
-    return found.groups, None
+    # An incomplete group whose newest file is younger than run.settle_s is still being
+    # written: not reported (a rolling run does not plan it either).
+    from ..rolling.window import newest_mtime
+
+    settle_s, now = config["run"]["settle_s"], time.time()
+    return [g for g in found.groups if g.complete or now - newest_mtime(raw, g) >= settle_s], None
 
 
 @contextmanager

@@ -16,7 +16,6 @@ from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import h5py
-import numpy as np
 import pandas as pd
 import pytest
 from simdata import SMALL, simulate, transit_start
@@ -86,7 +85,7 @@ def _sidecar(path):
 
 
 def test_rolling_run_isolates_failures_alerts_once_and_takes_a_fixed_group_back(tmp_path, repo_root, receiver):
-    files = simulate(tmp_path, replace(SMALL, start=transit_start(), n_obs=4, n_int=6, n_ants=16, n_chan=4,
+    simulate(tmp_path, replace(SMALL, start=transit_start(), n_obs=4, n_int=6, n_ants=16, n_chan=4,
                                        dec_deg=30.5, n_sources=4))
     raw = tmp_path / "raw"
     groups = group_files(raw_names(raw)).groups

@@ -333,7 +333,7 @@ def gather(
         row.pop("_ids")
     report: dict[str, Any] = {
         "version": REPORT_VERSION,
-        "generated": _iso(dt.datetime.now(dt.timezone.utc)),
+        "generated": _iso(dt.datetime.now(dt.UTC)),
         "reference_time": _iso(reference),
         "raw_dir": config["raw_dir"],
         "database": masked,
@@ -345,7 +345,7 @@ def gather(
         "thresholds": limits,
     }
     report["missing"] = _missing(report, [raw_note, db_note])
-    report["alerts"] = alerts(report, limits, wall_clock=now or dt.datetime.now(dt.timezone.utc))
+    report["alerts"] = alerts(report, limits, wall_clock=now or dt.datetime.now(dt.UTC))
     report["ok"] = not report["alerts"]
     return report
 
@@ -516,7 +516,7 @@ def _sample(name: str, value: float, labels: Mapping[str, str] | None = None) ->
 
 
 def _epoch(iso: str) -> float:
-    return dt.datetime.fromisoformat(iso).replace(tzinfo=dt.timezone.utc).timestamp()
+    return dt.datetime.fromisoformat(iso).replace(tzinfo=dt.UTC).timestamp()
 
 
 def _metric(out: list[str], name: str, help_text: str, samples: Iterable[tuple[float, Mapping[str, str]]]) -> None:

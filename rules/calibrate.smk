@@ -23,7 +23,7 @@ rule apply_calibration:
     input:
         unpack(calibration_inputs),
     output:
-        ms=directory(naming.product_path(RESULTS, "calibrated", "{group}")),
+        ms=intermediate(directory(naming.product_path(RESULTS, "calibrated", "{group}"))),
         sidecar=naming.sidecar_path(naming.product_path(RESULTS, "calibrated", "{group}")),
     params:
         problem=calibration_problem,

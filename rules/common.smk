@@ -98,6 +98,11 @@ wildcard_constraints:
     calgroup=naming.GROUP_PATTERN,
 
 
+def intermediate(path):
+    """An output the workflow may remove once its consumers are done (retention.intermediates)."""
+    return temp(path) if config["retention"]["intermediates"] == "temp" else path
+
+
 def res(rule, key):
     """``resources.<rule>.<key>`` from the config (defaults from the schema)."""
     return config["resources"][rule][key]
@@ -180,5 +185,5 @@ def all_targets(wildcards=None):
     if CALPLAN.calgroups:
         targets.append(naming.calflux_path(RESULTS))
     targets += photometry_targets()
-    targets += [mosaic_target(t) if t.endswith(".qa.png") else t for t in MOSAIC_TARGETS]
+    targets += [mosaic_outcome_target(t) for t in MOSAIC_TARGETS]
     return targets or [RAW]

@@ -5,7 +5,7 @@ rule convert:
     input:
         subband_files,
     output:
-        ms=directory(naming.ms_path(RESULTS, "{group}")),
+        ms=intermediate(directory(naming.ms_path(RESULTS, "{group}"))),
         sidecar=naming.sidecar_path(naming.ms_path(RESULTS, "{group}")),
     log:
         naming.log_path(RESULTS, "convert", "{group}"),

@@ -20,9 +20,9 @@ wildcard_constraints:
 
 
 # A checkpoint: whether a plan kept any image is known only once it is made.
-# The default target then asks for the QA of a plan that kept images, and only
-# for the plan itself (written with its reasons) of one that kept none, so an
-# empty mosaic neither is made nor fails the run (see mosaic_target below).
+# Rule mosaic_outcome (the default target's per mosaic) then asks for the QA of
+# a plan that kept images and for nothing more of one that kept none, so an
+# empty mosaic is neither made nor a failed job; its plan says why.
 checkpoint plan_mosaic:
     input:
         unpack(lambda wildcards: MOSAICS.inputs(wildcards.tier, wildcards.mosaic)),
@@ -84,8 +84,32 @@ rule qa_mosaic:
         "../scripts/qa_mosaic.py"
 
 
-def mosaic_target(qa_path):
-    """The QA preview of a default-target mosaic whose plan kept images, else its plan."""
+
+def mosaic_outcome_inputs(wildcards):
+    """The plan, and the QA preview when the plan kept an image (evaluated after the checkpoint)."""
+    plan = checkpoints.plan_mosaic.get(tier=wildcards.tier, mosaic=wildcards.mosaic).output.plan
+    if mosaic_wiring.plan_keeps_images(plan):
+        return {"plan": plan, "qa": naming.mosaic_path(RESULTS, wildcards.tier, wildcards.mosaic, "mosaic_qa")}
+    return {"plan": plan}
+
+
+def mosaic_outcome_target(qa_path):
+    """The outcome record standing for a default-target mosaic (``mosaic.targets``)."""
     tier, name, _ = naming.parse_mosaic_path(qa_path)
-    plan = checkpoints.plan_mosaic.get(tier=tier, mosaic=name).output.plan
-    return qa_path if mosaic_wiring.plan_keeps_images(plan) else plan
+    return naming.mosaic_outcome_path(RESULTS, tier, name)
+
+
+rule mosaic_outcome:
+    input:
+        unpack(mosaic_outcome_inputs),
+    output:
+        naming.mosaic_outcome_path(RESULTS, "{tier}", "{mosaic}"),
+    log:
+        naming.log_path(RESULTS, "mosaic_outcome", "{tier}/{mosaic}"),
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=200,
+        runtime=5,
+    script:
+        "../scripts/mosaic_outcome.py"

@@ -377,3 +377,39 @@ def test_a_failure_fixed_by_a_rerun_clears_the_alert(run, snakemake_exe, repo_ro
     night = run["groups"][0][:10]
     row = next(line.split() for line in out.stdout.splitlines() if line.startswith(night))
     assert row[:7] == [night, "3", "0", "3", "3", "3", "0"]
+
+
+def _cal_report(valid_end: str, next_transit: str | None, reference: str = "2025-06-15T12:00:00") -> dict:
+    latest = {"calgroup": "2025-06-15T03:00:00", "calibrator": "3C286", "transit_time": "2025-06-15T03:02:00",
+              "valid_start": "2025-06-14T15:02:00", "valid_end": valid_end, "age_h": 9.0,
+              "expired": reference > valid_end}
+    nxt = None if next_transit is None else {"calibrator": "3C48", "transit_time": next_transit}
+    return {"nights": [], "calibrator_flux": [], "newest_observation": reference, "reference_time": reference,
+            "calibration": {"n_solutions": 1, "n_passed": 1, "latest": latest, "latest_attempt": None,
+                            "next_transit": nxt}}
+
+
+def test_calibration_expiring_without_a_transit_to_renew_it_is_an_alert():
+    limits = status.thresholds(load_config({}))
+    assert limits["calibration_expiry_warn_h"] == 4
+    now = dt.datetime(2025, 6, 15, 12)
+    # Expires in 3 h; the next transit comes after: alert, naming both.
+    (alert,) = status.alerts(_cal_report("2025-06-15T15:00:00", "2025-06-15T18:00:00"), limits, now)
+    assert alert["name"] == "calibration_expiring"
+    assert "expires at 2025-06-15T15:00:00, in 3.0 h" in alert["message"] and "3C48 at 2025-06-15T18:00:00" in alert["message"]
+    # A transit before the end renews it; an end beyond the warning time is no concern yet.
+    assert status.alerts(_cal_report("2025-06-15T15:00:00", "2025-06-15T14:00:00"), limits, now) == []
+    assert status.alerts(_cal_report("2025-06-15T17:00:00", None), limits, now) == []
+    (alert,) = status.alerts(_cal_report("2025-06-15T13:00:00", None), limits, now)
+    assert "no transit within 2 days" in alert["message"]
+
+
+def test_next_transit_at_the_pointing_declination():
+    config = load_config({"pointing": {"dec_deg": 30.5}})
+    nxt = status._next_transit(config, dt.datetime(2025, 6, 15, 12))
+    assert nxt["calibrator"] == "3C286"
+    from dsa110_contimg.calibration.transits import calibrator_transits
+
+    table = calibrator_transits(dt.datetime(2025, 6, 15, 12, tzinfo=dt.UTC), dt.datetime(2025, 6, 17, tzinfo=dt.UTC),
+                                30.5, 1.5)
+    assert nxt["transit_time"] == table.iloc[0]["transit_utc"][:19]

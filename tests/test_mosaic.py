@@ -161,7 +161,7 @@ def test_held_back_groups_are_listed_and_a_fully_held_mosaic_gets_an_empty_plan(
     assert wiring.left_out("science", "2025-06-15") == {group(1): "convert failed: truncated"}
     assert wiring.left_out("science", "2025-06-16") == {group(0, "2025-06-16"): "image failed: all flagged"}
     targets, notes = wiring.targets()
-    assert targets == ["results/mosaics/science/2025-06-15.qa.png", "results/mosaics/science/2025-06-16.plan.json"]
+    assert targets == ["results/mosaics/science/2025-06-15.qa.png", "results/mosaics/science/2025-06-16.qa.png"]
     assert any("2025-06-16" in n and "held back" in n for n in notes)
     # A rolling run's window: only the days of its groups are targets.
     window = mosaic_wiring.Wiring("results", [ids[0]], config, target_ids=[])

@@ -8,16 +8,19 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import h5py
 import pandas as pd
 import pytest
+from promstack import promstack
 from simdata import SMALL, simulate, transit_start
 
 from dsa110_contimg import naming
@@ -25,6 +28,7 @@ from dsa110_contimg.raw.grouping import group_files, raw_names
 from dsa110_contimg.rolling.lock import run_lock
 
 SECRET = "s3cret-hook"
+REPO = Path(__file__).resolve().parents[1]
 
 
 class Receiver:
@@ -55,7 +59,7 @@ class Receiver:
         return [r["json"]["text"] for r in self.received[since:]]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def receiver():
     r = Receiver()
     yield r
@@ -84,13 +88,22 @@ def _sidecar(path):
     return json.loads(open(naming.sidecar_path(path)).read())
 
 
-def test_rolling_run_isolates_failures_alerts_once_and_takes_a_fixed_group_back(tmp_path, repo_root, receiver):
+def _ok(out):
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def rolled(tmp_path_factory, repo_root, receiver):
+    """The scenario, run once: four simulated groups (the first corrupt, the second all
+    zeros), a group being written; `contimg run` three times (the corrupt file replaced
+    before the third) and once while the lock is held. What each step showed is kept."""
+    tmp_path = tmp_path_factory.mktemp("rolling")
     simulate(tmp_path, replace(SMALL, start=transit_start(), n_obs=4, n_int=6, n_ants=16, n_chan=4,
-                                       dec_deg=30.5, n_sources=4))
+                               dec_deg=30.5, n_sources=4))
     raw = tmp_path / "raw"
     groups = group_files(raw_names(raw)).groups
-    ids = [g.id for g in groups]
-    corrupt, zero, good = groups[0], groups[1], ids[2:]
+    corrupt, zero = groups[0], groups[1]
     bad_file = raw / corrupt.files[4]
     good_bytes = bad_file.read_bytes()
     bad_file.write_bytes(good_bytes[:2000])
@@ -107,58 +120,107 @@ def test_rolling_run_isolates_failures_alerts_once_and_takes_a_fixed_group_back(
         # Tiny arrays make noisy images: grade none bad, so the light curves take them.
         "catalogue": {"path": "truth/sky.csv"},
         "imaging": {"imsize": 512, "grade": {"bad_rms_ratio": 1000, "marginal_rms_ratio": 999}},
-        "run": {"settle_s": 5},
+        "run": {"settle_s": 5, "min_free_gb": 0.001},
         "notify": {"webhook": {"url": receiver.url, "secret": SECRET}, "source": "test"},
     }))
-
-    # 1st run: the corrupt and the zero group fail; everything else reaches the light curves.
-    out = _contimg_run(tmp_path, repo_root)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "pass 2" in out.stdout, "a job failed, so a second pass ran the fan-ins without it"
     results = tmp_path / "results"
     lightcurves = str(results / "lightcurves" / "all.parquet")
-    side = _sidecar(lightcurves)
-    assert sorted(side["inputs"]) == [str(naming.product_path("results", "photometry", g)) for g in good]
-    left_out = {e["group"]: e["reason"] for e in side["left_out"]}
-    assert sorted(left_out) == [corrupt.id, zero.id]
-    assert "convert failed" in left_out[corrupt.id] and bad_file.name in left_out[corrupt.id]
-    assert writing not in left_out
-    # The calibrator transits the third group: its light curve holds its flux (truth 14.65 Jy).
-    measured = pd.read_parquet(lightcurves)
-    cal = measured[(measured["source"] == "3C286") & (measured["group"] == ids[2])]
-    assert len(cal) == 1 and cal["raw_flux_jy"].iloc[0] == pytest.approx(14.65, rel=0.03)
-    status = json.loads((results / "run" / "status.json").read_text())
-    failures = {f["group"]: f for n in status["nights"] for f in n["failures"]}
-    assert sorted(failures) == [corrupt.id, zero.id]
-    assert all(n["totals"]["incomplete"] == 0 for n in status["nights"]), "the group being written is not counted"
-    texts = receiver.texts()
-    assert all(r["signed"] for r in receiver.received)
-    for bad in (corrupt.id, zero.id):
-        assert sum(bad in t for t in texts) == 1, texts
-    assert not any(writing in t for t in texts)
-    assert receiver.url not in out.stdout + out.stderr and SECRET not in out.stdout + out.stderr
-    metrics = (results / "run" / "contimg.prom").read_text()
-    assert "contimg_run_last_run_exit_code 0.0" in metrics and 'contimg_rule_jobs{rule="convert"' in metrics
-
-    # 2nd run, nothing changed: no job, no repeated message. A run while one holds the lock exits at once.
-    n_sent = len(receiver.received)
-    out = _contimg_run(tmp_path, repo_root)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "pass 2" not in out.stdout and len(receiver.received) == n_sent
+    seen = {"dir": tmp_path, "ids": [g.id for g in groups], "corrupt": corrupt.id, "zero": zero.id,
+            "writing": writing, "bad_file": bad_file.name, "lightcurves": lightcurves}
+    seen["run1"] = _ok(_contimg_run(tmp_path, repo_root))
+    seen["sidecar1"] = _sidecar(lightcurves)
+    seen["lightcurves1"] = pd.read_parquet(lightcurves)
+    seen["status1"] = json.loads((results / "run" / "status.json").read_text())
+    seen["metrics1"] = (results / "run" / "contimg.prom").read_text()
+    seen["texts1"] = receiver.texts()
+    seen["outcomes1"] = [json.loads(p.read_text()) for p in sorted((results / "mosaics").glob("*/*.outcome.json"))]
+    seen["run2"] = _ok(_contimg_run(tmp_path, repo_root))
+    seen["texts2"] = receiver.texts(len(seen["texts1"]))
     with run_lock(results / "run" / "contimg-run.lock"):
         t0 = time.monotonic()
-        busy = _contimg_run(tmp_path, repo_root)
-        assert busy.returncode == 3 and "another contimg run is running" in busy.stderr
-        assert time.monotonic() - t0 < 30
-
+        seen["busy"] = _contimg_run(tmp_path, repo_root)
+        seen["busy_s"] = time.monotonic() - t0
     # The corrupt file is replaced: the next run converts it and the light curves include it.
     bad_file.write_bytes(good_bytes)
     time.sleep(6)  # run.settle_s
-    out = _contimg_run(tmp_path, repo_root)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    side = _sidecar(lightcurves)
-    assert str(naming.product_path("results", "photometry", corrupt.id)) in side["inputs"]
-    assert [e["group"] for e in side["left_out"]] == [zero.id]
-    texts = receiver.texts(n_sent)
-    assert len(texts) == 1 and "RESOLVED" in texts[0] and corrupt.id in texts[0], texts
+    n_before = len(receiver.received)
+    seen["run3"] = _ok(_contimg_run(tmp_path, repo_root))
+    seen["sidecar3"] = _sidecar(lightcurves)
+    seen["texts3"] = receiver.texts(n_before)
+    seen["signed"] = [r["signed"] for r in receiver.received]
     print("\n".join(receiver.texts()))
+    return seen
+
+
+def test_one_bad_observation_withholds_nothing(rolled):
+    assert "pass 2" in rolled["run1"].stdout, "a job failed, so a second pass ran the fan-ins without it"
+    good = rolled["ids"][2:]
+    side = rolled["sidecar1"]
+    assert sorted(side["inputs"]) == [str(naming.product_path("results", "photometry", g)) for g in good]
+    left_out = {e["group"]: e["reason"] for e in side["left_out"]}
+    assert sorted(left_out) == [rolled["corrupt"], rolled["zero"]]
+    assert "convert failed" in left_out[rolled["corrupt"]] and rolled["bad_file"] in left_out[rolled["corrupt"]]
+    assert "apply_calibration failed" in left_out[rolled["zero"]]
+    assert rolled["writing"] not in left_out
+    # The calibrator transits the third group: its light curve holds its flux (truth 14.65 Jy).
+    measured = rolled["lightcurves1"]
+    cal = measured[(measured["source"] == "3C286") & (measured["group"] == rolled["ids"][2])]
+    assert len(cal) == 1 and cal["raw_flux_jy"].iloc[0] == pytest.approx(14.65, rel=0.03)
+    # Every mosaic of the default targets has its outcome: built from the good images, naming the rest.
+    outcomes = rolled["outcomes1"]
+    assert sorted((o["tier"], o["name"]) for o in outcomes) == [("quicklook", "latest"), ("science", "2025-06-16")]
+    for o in outcomes:
+        assert o["built"] == (o["n_images"] > 0) and o["n_images"] <= 2
+        held = {e["group"]: e["reason"] for e in o["left_out"] if not e["image"]}
+        assert set(held) == {rolled["corrupt"], rolled["zero"]} and "convert failed" in held[rolled["corrupt"]]
+
+
+def test_status_names_the_bad_groups_not_the_one_being_written(rolled):
+    status = rolled["status1"]
+    failures = {f["group"]: f for n in status["nights"] for f in n["failures"]}
+    assert sorted(failures) == [rolled["corrupt"], rolled["zero"]]
+    assert all(n["totals"]["incomplete"] == 0 for n in status["nights"]), "the group being written is not counted"
+    assert rolled["writing"] not in json.dumps(status)
+
+
+def test_each_bad_group_is_in_exactly_one_signed_webhook_message(rolled, receiver):
+    texts = rolled["texts1"]
+    assert all(rolled["signed"])
+    for bad in (rolled["corrupt"], rolled["zero"]):
+        assert sum(bad in t for t in texts) == 1, texts
+    assert not any(rolled["writing"] in t for t in texts)
+    assert rolled["texts2"] == [], "nothing changed: nothing sent"
+    for out in (rolled["run1"], rolled["run2"], rolled["run3"]):
+        assert receiver.url not in out.stdout + out.stderr and SECRET not in out.stdout + out.stderr
+
+
+def test_a_second_run_exits_at_once_while_one_holds_the_lock(rolled):
+    busy = rolled["busy"]
+    assert busy.returncode == 3 and "another contimg run is running (pid" in busy.stderr
+    assert rolled["busy_s"] < 30
+
+
+def test_a_replaced_file_brings_its_group_back(rolled):
+    side = rolled["sidecar3"]
+    assert str(naming.product_path("results", "photometry", rolled["corrupt"])) in side["inputs"]
+    assert [e["group"] for e in side["left_out"]] == [rolled["zero"]]
+    texts = rolled["texts3"]
+    assert len(texts) == 1 and "RESOLVED" in texts[0] and rolled["corrupt"] in texts[0], texts
+
+
+def test_every_dashboard_panel_and_alert_rule_finds_the_run_metrics_in_prometheus(rolled, tmp_path):
+    metrics = rolled["metrics1"]
+    assert "contimg_run_last_run_exit_code 0.0" in metrics and 'contimg_rule_jobs{rule="convert"' in metrics
+    textfiles = tmp_path / "textfile"
+    textfiles.mkdir()
+    (textfiles / "contimg.prom").write_text(metrics)
+    dashboard = json.loads((REPO / "ops" / "grafana" / "contimg-dashboard.json").read_text())
+    exprs = [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
+    rules = (REPO / "ops" / "prometheus" / "contimg-rules.yml").read_text()
+    with promstack(textfiles, tmp_path) as prom:
+        empty = [(title, e) for title, e in exprs if not prom.query(e)["data"]["result"]]
+        names = prom.series_names()
+    assert len(exprs) >= 15 and not empty, f"panels without data: {empty}"
+    # The rules read metrics this run exports (the flux ratio needs two solutions at one declination).
+    used = set(re.findall(r"contimg_[a-z_]+", rules))
+    assert used - names <= {"contimg_calibrator_flux_ratio"}, used - names

@@ -138,16 +138,37 @@ def _add_products(sub: argparse._SubParsersAction) -> None:
 def _add_calibration(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "transits",
-        help="calibrator transits over a time range",
-        description="Transit times of the catalogue calibrators within a declination tolerance "
-        "of the pointing declination (UTC), and whether each falls in an observation in RAW_DIR.",
+        help="calibrator transits: now and next (no arguments), or over a time range",
+        description="Without --start/--end: the current LST, the calibrator in the beam now (if any) "
+        "and the next transits at the configured declination (pointing.dec_deg and "
+        "calibration.dec_tolerance_deg of --config, or --dec/--tolerance). With --start and --end: "
+        "transit times of the catalogue calibrators within a declination tolerance of the pointing "
+        "declination (UTC), and whether each falls in an observation in RAW_DIR.",
     )
-    p.add_argument("--start", type=_iso_time, required=True, help="UTC start (YYYY-MM-DD[THH:MM:SS])")
-    p.add_argument("--end", type=_iso_time, required=True, help="UTC end")
-    p.add_argument("--dec", type=float, required=True, help="pointing declination, deg")
-    p.add_argument("--tolerance", type=float, default=1.5, help="declination tolerance, deg (default: %(default)s)")
+    p.add_argument("--start", type=_iso_time, help="UTC start (YYYY-MM-DD[THH:MM:SS])")
+    p.add_argument("--end", type=_iso_time, help="UTC end")
+    p.add_argument("--dec", type=float, help="pointing declination, deg (default: the config's)")
+    p.add_argument("--tolerance", type=float, help="declination tolerance, deg (default: the config's, else 1.5)")
     p.add_argument("--raw-dir", help="also name the observation group holding each transit")
+    p.add_argument("--config", default="config/config.yaml",
+                   help="config for the declination when --dec is not given (default: %(default)s)")
+    p.add_argument("--now", type=_iso_time, help="UTC time to look from (default: the clock)")
+    p.add_argument("--next", type=int, default=5, help="how many next transits (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="the now-and-next view as JSON")
     p.set_defaults(func=cmd_transits)
+    c = sub.add_parser("calibration", help="calibration validity windows")
+    c_sub = c.add_subparsers(dest="calibration_command", required=True, metavar="COMMAND")
+    at = c_sub.add_parser(
+        "at",
+        help="which calibration covers a time",
+        description="The calibration solutions (product database) whose validity window covers TIME, "
+        "nearest transit first, the one the pipeline uses (nearest that passed QA) marked *, and how "
+        "many overlap. --json adds the whole timeline (every solution, gap or overlap to the next).",
+    )
+    at.add_argument("time", type=_iso_time, help="UTC time (YYYY-MM-DD[THH:MM:SS])")
+    at.add_argument("--config", default="config/config.yaml", help="pipeline config (default: %(default)s)")
+    at.add_argument("--json", action="store_true", help="answer and timeline as JSON")
+    at.set_defaults(func=cmd_calibration_at)
     f = sub.add_parser(
         "calflux",
         help="calibrator flux monitoring: measured against catalogue flux, with alerts",
@@ -253,13 +274,35 @@ def cmd_groups(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pointing(args: argparse.Namespace) -> tuple[float, float]:
+    """Declination and tolerance: the options, else the config's (when it exists)."""
+    if args.dec is not None:
+        return args.dec, 1.5 if args.tolerance is None else args.tolerance
+    if not os.path.exists(args.config):
+        raise ConfigError(f"no --dec and no config {args.config}: give --dec or --config")
+    cfg = load_config(args.config)
+    tolerance = cfg["calibration"]["dec_tolerance_deg"] if args.tolerance is None else args.tolerance
+    return cfg["pointing"]["dec_deg"], tolerance
+
+
 def cmd_transits(args: argparse.Namespace) -> int:
-    from datetime import timezone
+    from datetime import datetime, timezone
 
     from dsa110_contimg.calibration.transits import calibrator_transits
 
+    if (args.start is None) != (args.end is None):
+        raise ConfigError("give both --start and --end, or neither (now and next)")
+    dec, tolerance = _pointing(args)
+    if args.start is None:
+        import json
+
+        from .monitoring import pointing
+
+        view = pointing.now_view(args.now or datetime.now(timezone.utc), dec, tolerance, args.next)
+        print(json.dumps(view, indent=1) if args.json else pointing.render(view))
+        return 0
     start, end = (t if t.tzinfo else t.replace(tzinfo=timezone.utc) for t in (args.start, args.end))
-    table = calibrator_transits(start, end, args.dec, args.tolerance)
+    table = calibrator_transits(start, end, dec, tolerance)
     if args.raw_dir:
         import numpy as np
 
@@ -277,10 +320,27 @@ def cmd_transits(args: argparse.Namespace) -> int:
             for k, jd in zip(i, table["transit_jd"])
         ]
     if table.empty:
-        print(f"no calibrator within {args.tolerance} deg of dec {args.dec} transits in that range")
+        print(f"no calibrator within {tolerance} deg of dec {dec} transits in that range")
         return 0
     print(table.drop(columns="transit_jd").to_string(index=False))
     return 0
+
+
+def cmd_calibration_at(args: argparse.Namespace) -> int:
+    """Exit 0 when a passing calibration covers the time, 1 when none does."""
+    import json
+
+    from .db import Database
+    from .monitoring import validity
+
+    with Database.from_config(load_config(args.config)) as database:
+        sols = validity.solutions(database)
+    answer = validity.at(sols, args.time)
+    if args.json:
+        print(json.dumps({**answer, "timeline": validity.timeline(sols)}, indent=1))
+    else:
+        print(validity.render(answer))
+    return 0 if answer["chosen"] else 1
 
 
 def cmd_calflux(args: argparse.Namespace) -> int:

@@ -276,6 +276,14 @@ def mosaic_path(results_dir: str | os.PathLike, tier: str, name: str, kind: str 
     return os.path.join(os.fspath(results_dir), "mosaics", tier, f"{name}{suffix}")
 
 
+def mosaic_outcome_path(results_dir: str | os.PathLike, tier: str, name: str) -> str:
+    """What became of one mosaic (built, or why not): ``results/mosaics/{tier}/{name}.outcome.json``.
+
+    A workflow record (rule mosaic_outcome), not a product: not registered.
+    """
+    return os.path.join(os.fspath(results_dir), "mosaics", tier, f"{name}.outcome.json")
+
+
 def parse_mosaic_path(path: str | os.PathLike) -> tuple[str, str, str]:
     """``(tier, name, kind)`` of a mosaic product path; inverse of :func:`mosaic_path`."""
     parts = os.fspath(path).split(os.sep)

@@ -355,19 +355,16 @@ class Wiring:
         """Paths of the ``mosaic.targets`` mosaics that have observations (none when disabled), and notes."""
         if not self.cfg["enabled"]:
             return [], []
-        found, notes = target_names(self.target_index, self.cfg)
-        paths = [naming.mosaic_path(self.results_dir, tier, name, kind) for tier, name in found
-                 if self.index.candidates(self.selection(tier, name))]
-        # A mosaic whose every observation is held back by a failure: its plan is
-        # made (empty, with the reasons) instead of a build that must fail.
-        held_only, _ = target_names(GroupIndex(self.target_index.ids + self.held_index.ids, self.index.dec_deg),
-                                    self.cfg)
-        for tier, name in held_only:
+        # Mosaics whose every observation is held back by a failure are targets too:
+        # their plan is made, empty, with the reasons (the workflow builds no mosaic
+        # from an empty plan: see rule mosaic_outcome).
+        everything = GroupIndex(self.target_index.ids + self.held_index.ids, self.index.dec_deg)
+        found, notes = target_names(everything, self.cfg)
+        for tier, name in found:
             selection = self.selection(tier, name)
-            if not self.index.candidates(selection) and self.held_index.candidates(selection):
-                paths.append(naming.mosaic_path(self.results_dir, tier, name, "mosaic_plan"))
-                notes.append(f"{selection.describe()}: every observation is held back; empty plan only")
-        return paths, notes
+            if not self.index.candidates(selection):
+                notes.append(f"{selection.describe()}: every observation is held back; its plan says why")
+        return [naming.mosaic_path(self.results_dir, tier, name, kind) for tier, name in found], notes
 
 
 def plan_keeps_images(plan: str | os.PathLike) -> bool:

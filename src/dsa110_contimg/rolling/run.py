@@ -115,9 +115,19 @@ def rolling_run(
     Raises :class:`.lock.RunLockedError` when another run holds the lock.
     Paths in the config are relative to the current directory (the workflow's).
     """
+    from ..monitoring import disk
+
     result = RunResult()
     t0 = time.monotonic()
     with run_lock(lock_path(config)):
+        low = disk.alerts(disk.figures(config))
+        if low and not dry_run:
+            for alert in low:
+                print(f"contimg run: disk_low: {alert['message']}", file=out, flush=True)
+            result.extra_alerts += low
+            result.seconds = time.monotonic() - t0
+            report_run(config, result, out)
+            return result
         cmd = snakemake_command(find_snakefile(snakefile), configfiles, _override_file(config, retry_failed),
                                 [*config["run"]["snakemake_args"], *extra_args], dry_run)
         for attempt in (1, 2):
@@ -135,10 +145,10 @@ def rolling_run(
 
 def report_run(config: Mapping[str, Any], result: RunResult, out=sys.stdout) -> None:
     """Status, metrics and notifications after the workflow ran."""
-    from ..monitoring import alerts, metrics, notify, status
+    from ..monitoring import alerts, disk, metrics, notify, status
 
     report = status.gather(config)
-    if not result.workflow_ok:
+    if result.passes and not result.workflow_ok:
         result.extra_alerts.append({
             "name": "run_failed", "night": None,
             "message": f"snakemake exited {result.passes[-1]} in the rolling run (see its output or the "
@@ -158,7 +168,7 @@ def report_run(config: Mapping[str, Any], result: RunResult, out=sys.stdout) -> 
     if result.workflow_ok:
         run_figures["last_success_timestamp_seconds"] = time.time()
     text = status.render_prometheus(report) + metrics.run_metrics(run_figures, previous=metrics_path(config))
-    text += metrics.benchmark_metrics(config["results_dir"])
+    text += metrics.benchmark_metrics(config["results_dir"]) + disk.render(disk.figures(config))
     with provenance.atomic_output(metrics_path(config)) as tmp:
         tmp.write_text(text, encoding="utf-8")
     delivery = notify.notify(config, alerts.events(report))

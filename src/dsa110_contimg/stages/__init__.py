@@ -24,6 +24,7 @@ STAGES = {
     "plan_mosaic": "mosaic",
     "build_mosaic": "mosaic",
     "qa_mosaic": "mosaic",
+    "mosaic_outcome": "mosaic",
     "summary": "report",
 }
 

@@ -8,6 +8,7 @@ the reasons, so no empty mosaic is ever written or registered.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -158,3 +159,23 @@ def qa_mosaic(
 
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def mosaic_outcome(plan: str, qa: str | None, outcome: str, log: str | None = None) -> dict:
+    """Rule ``mosaic_outcome``: what became of one mosaic, from its plan (and QA, when built).
+
+    ``{tier, name, built, plan, mosaic, qa, n_images, left_out: [{group, image, reason}]}``,
+    written atomically; a workflow record, not a registered product.
+    """
+    with logged(log, "mosaic_outcome", Path(outcome).name):
+        record = json.loads(Path(plan).read_text(encoding="utf-8"))
+        tier, name, _ = naming.parse_mosaic_path(plan)
+        built = qa is not None
+        result = {
+            "tier": tier, "name": name, "built": built, "plan": plan,
+            "mosaic": naming.mosaic_path(Path(plan).parents[2], tier, name) if built else None,
+            "qa": qa, "n_images": len(record.get("images") or []), "left_out": record.get("rejected") or [],
+        }  # fmt: skip
+        with provenance.atomic_output(outcome) as tmp:
+            Path(tmp).write_text(json.dumps(result, indent=1, sort_keys=True), encoding="utf-8")
+    return result

@@ -474,12 +474,17 @@ def test_new_image_changes_the_plan_and_rebuilds_only_that_mosaic(tmp_path, snak
     out = run(day1["mosaic"], day2["mosaic_qa"], extra=("-n",))
     assert out.returncode == 0 and "Nothing to be done" in out.stdout + out.stderr, out.stdout[-2000:]
 
-    # A day without observations: a clear message and nothing made.
-    out = run(tmp_path / naming.mosaic_path("results", "science", "2025-06-17"), extra=("-n",))
+    # A day without observations: its plan is made, empty, saying why; no mosaic is made.
+    empty = tmp_path / naming.mosaic_path("results", "science", "2025-06-17", "mosaic_plan")
+    out = run(empty)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    record = json.loads(empty.read_text())
+    assert record["images"] == [] and "nothing to mosaic" in record["rejected"][0]["reason"]
+    out = run(tmp_path / naming.mosaic_path("results", "science", "2025-06-17"))
     assert out.returncode != 0
     text = out.stdout + out.stderr
     assert "science mosaic 2025-06-17" in text and "nothing to mosaic" in text, text[-2000:]
-    assert not (tmp_path / naming.mosaic_path("results", "science", "2025-06-17", "mosaic_plan")).exists()
+    assert not (tmp_path / naming.mosaic_path("results", "science", "2025-06-17")).exists()
     with Database.from_config(validate_config({"results_dir": str(tmp_path / "results")})) as db:
         kinds = sorted(r["kind"] for r in db.list_products())
-    assert kinds == ["mosaic", "mosaic", "mosaic_plan", "mosaic_plan", "mosaic_qa"]
+    assert kinds == ["mosaic", "mosaic", "mosaic_plan", "mosaic_plan", "mosaic_plan", "mosaic_qa"]

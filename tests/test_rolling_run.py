@@ -24,6 +24,7 @@ from promstack import promstack
 from simdata import SMALL, simulate, transit_start
 
 from dsa110_contimg import naming
+from dsa110_contimg.monitoring.disk import kept_by_product
 from dsa110_contimg.raw.grouping import group_files, raw_names
 from dsa110_contimg.rolling.lock import run_lock
 
@@ -120,7 +121,7 @@ def rolled(tmp_path_factory, repo_root, receiver):
         # Tiny arrays make noisy images: grade none bad, so the light curves take them.
         "catalogue": {"path": "truth/sky.csv"},
         "imaging": {"imsize": 512, "grade": {"bad_rms_ratio": 1000, "marginal_rms_ratio": 999}},
-        "run": {"settle_s": 5, "min_free_gb": 0.001},
+        "run": {"settle_s": 5, "min_free_gb": 0.001}, "retention": {"intermediates": "temp"},
         "notify": {"webhook": {"url": receiver.url, "secret": SECRET}, "source": "test"},
     }))
     results = tmp_path / "results"
@@ -148,6 +149,7 @@ def rolled(tmp_path_factory, repo_root, receiver):
     seen["sidecar3"] = _sidecar(lightcurves)
     seen["texts3"] = receiver.texts(n_before)
     seen["signed"] = [r["signed"] for r in receiver.received]
+    seen["kept"] = kept_by_product(results, raw)
     print("\n".join(receiver.texts()))
     return seen
 
@@ -192,6 +194,22 @@ def test_each_bad_group_is_in_exactly_one_signed_webhook_message(rolled, receive
     assert rolled["texts2"] == [], "nothing changed: nothing sent"
     for out in (rolled["run1"], rolled["run2"], rolled["run3"]):
         assert receiver.url not in out.stdout + out.stderr and SECRET not in out.stdout + out.stderr
+
+
+def test_intermediates_are_removed_once_used_and_not_remade(rolled):
+    results = rolled["dir"] / "results"
+    imaged = [g for g in rolled["ids"] if g != rolled["zero"]]
+    for g in imaged:
+        assert (results / naming.product_path("", "image", g)).exists()
+        assert not (results / naming.ms_path("", g)).exists(), "retention.intermediates: temp"
+        assert not (results / naming.product_path("", "calibrated", g)).exists()
+        assert (results / naming.sidecar_path(naming.ms_path("", g))).exists(), "the record stays"
+    # The zero group failed at apply_calibration: its MS stays for whoever looks into it.
+    assert (results / naming.ms_path("", rolled["zero"])).exists()
+    assert "Nothing to be done" in rolled["run2"].stdout + rolled["run2"].stderr, "nothing is remade"
+    kept = rolled["kept"]
+    print(json.dumps(kept, indent=1))
+    assert "calibrated_ms" not in kept["bytes"] and kept["n_observations"] == len(imaged)
 
 
 def test_a_second_run_exits_at_once_while_one_holds_the_lock(rolled):

@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from parse_time import CADENCE_S, make_raw  # noqa: E402
+from parse_time import CADENCE_S, make_raw, timed_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -42,17 +39,8 @@ def _age(raw: Path, seconds: float = 3600) -> None:
 
 
 def _timed(cmd: list[str], cwd: Path) -> dict:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    t0 = time.perf_counter()
-    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    text = out.stdout + out.stderr
-    if out.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({out.returncode}):\n{text[-3000:]}")
-    total = re.search(r"^total\s+(\d+)", text, re.M)
-    return {"wall_s": wall, "jobs": int(total.group(1)) if total else 0,
-            "peak_mb": max(peak, before) / 1024 if peak > before else float("nan")}
+    """Wall time, peak RSS (the process tree: contimg waits for its snakemake) and jobs planned."""
+    return timed_run(cmd, cwd)
 
 
 def _workdir(root: Path, days: float, window_days: int) -> Path:

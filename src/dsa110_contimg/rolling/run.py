@@ -136,6 +136,13 @@ def rolling_run(
             if result.passes[-1] == 0 or dry_run:
                 break
             print("contimg run: a job failed; once more with the failed groups held back", file=out, flush=True)
+        if result.workflow_ok and len(result.passes) > 1 and config["retention"]["intermediates"] == "temp" \
+                and not dry_run:
+            # Snakemake defers removing temp files while a checkpoint (plan_mosaic) waits, and a
+            # failed first pass leaves some waiting: remove what the finished DAG no longer needs.
+            print("contimg run: removing the intermediates the first pass kept (retention: temp)", file=out,
+                  flush=True)
+            subprocess.run([*cmd, "--delete-temp-output"], check=False)
         result.seconds = time.monotonic() - t0
         if dry_run:
             return result

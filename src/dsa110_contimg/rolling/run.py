@@ -178,7 +178,10 @@ def report_run(config: Mapping[str, Any], result: RunResult, out=sys.stdout) -> 
     text += metrics.benchmark_metrics(config["results_dir"]) + disk.render(disk.figures(config))
     with provenance.atomic_output(metrics_path(config)) as tmp:
         tmp.write_text(text, encoding="utf-8")
-    delivery = notify.notify(config, alerts.events(report))
+    try:
+        delivery = notify.notify(config, alerts.events(report))
+    except notify.NotifyError as exc:  # e.g. an unreadable state file: say so, the run itself stands
+        delivery = notify.Delivery(failed=[str(exc)])
     result.sent, result.notify_failed = delivery.sent, delivery.failed
     print(status.render_text(report), file=out)
     for text in delivery.sent:

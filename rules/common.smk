@@ -1,6 +1,7 @@
 # Parse-time set-up shared by every rule: the raw listing, its grouping into
 # observations, wildcard constraints and the input functions. Names only: no
 # raw file is opened here (DESIGN.md, "parse time is cheap").
+import datetime
 import os
 import sys
 
@@ -75,7 +76,15 @@ except (grouping.GroupingError, naming.RawNameError) as err:
 GROUPS = {group.id: group for group in SELECTION.groups}
 # Groups held back by a failure (rolling runs): not planned, and the fan-ins
 # list them with the reason instead of waiting for them.
-HELD = rolling_held.held_back(config, GROUPS, RAW) if ROLLING else {}
+if ROLLING:
+    # The window and, before it, the groups whose calibration may serve it.
+    _first = ""
+    if ROLLING_SELECTION.window_start is not None:
+        _margin = datetime.timedelta(hours=config["calibration"]["max_separation_h"])
+        _first = naming.format_timestamp(ROLLING_SELECTION.window_start - _margin)
+    HELD = rolling_held.held_back(config, {g: v for g, v in GROUPS.items() if g >= _first}, RAW)
+else:
+    HELD = {}
 for _group, _why in sorted(HELD.items()):
     _say(f"holding back {_group} until its cause changes: {_why}")
 GROUPS = {g: group for g, group in GROUPS.items() if g not in HELD}

@@ -40,9 +40,9 @@ def latest_failures(config: Mapping[str, Any], group_ids: list[str]) -> dict[str
     found: dict[tuple[str, str], Any] = {}
     with Database.from_config(config) as database, Session(database.engine) as session:
         ids = set(group_ids)
-        stmt = select(JobRun).where(JobRun.rule.in_(GROUP_RULES), JobRun.group_id.is_not(None))
-        if len(ids) < 500:
-            stmt = stmt.where(JobRun.group_id.in_(ids))
+        # Group ids sort as times: one indexed range, however many groups are asked about.
+        stmt = select(JobRun).where(JobRun.rule.in_(GROUP_RULES), JobRun.group_id >= min(ids),
+                                    JobRun.group_id <= max(ids))
         for run in session.scalars(stmt):
             if run.group_id not in ids:
                 continue
@@ -64,7 +64,11 @@ def held_back(
     raw_dir: str | os.PathLike,
     now: dt.datetime | None = None,
 ) -> dict[str, str]:
-    """Ids of the groups held back by a failure -> why (one line, naming the rule and the reason)."""
+    """Ids of the groups held back by a failure -> why (one line, naming the rule and the reason).
+
+    ``groups`` are those that may be planned: a rolling run passes its window
+    (and the calibrator groups that may serve it), not the survey's history.
+    """
     retry_h = config["run"]["retry_failed_after_h"]
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     held: dict[str, str] = {}

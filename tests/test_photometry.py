@@ -117,13 +117,18 @@ def test_footprint_selects_sources_on_the_image_above_the_beam_cutoff():
 # ------------------------------------------------------- forced photometry
 
 
+#: These images hold thermal noise only, so the statistical error is the whole error: no
+#: systematic term (tests/test_photometry_quality.py checks that term on images that need it).
+NOISE_ONLY = ph.PhotometryOptions(systematic_fraction=0.0)
+
+
 def test_flux_and_error_against_truth_over_many_noise_realisations():
     """Sources at 10-500 sigma, 40 noise realisations: bias, per-source accuracy and pull width."""
     src = grid_sources(5, fluxes=np.geomspace(0.01, 0.5, 25))
     pulls, ratio, snr, names = [], [], [], []
     for seed in range(40):
         img = sv.synthetic_image(src, shape=(320, 320), noise_jy=1e-3, seed=seed)
-        m = ph.measure_catalogue(image_set(img), src, 60841.0)
+        m = ph.measure_catalogue(image_set(img), src, 60841.0, NOISE_ONLY)
         assert len(m) == 25 and (m["flags"] == 0).all()
         true = src.set_index("name").loc[m.source, "flux_jy"].to_numpy()
         pulls.append((m.flux_jy - true) / m.flux_err_jy)
@@ -167,7 +172,7 @@ def test_blended_pair_is_fitted_jointly_and_flagged():
     est = []
     for seed in range(10):
         img = sv.synthetic_image(src, shape=(256, 256), noise_jy=1e-3, seed=seed)
-        m = ph.measure_catalogue(image_set(img), src, 60841.0).set_index("source")
+        m = ph.measure_catalogue(image_set(img), src, 60841.0, NOISE_ONLY).set_index("source")
         assert m.loc[["A", "B"], "flags"].tolist() == [Flag.BLENDED] * 2 and m.loc["C", "flags"] == 0
         assert m.loc["A", "n_blend"] == 2
         est.append((m.flux_jy - src.set_index("name").flux_jy) / m.flux_err_jy)

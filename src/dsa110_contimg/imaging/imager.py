@@ -61,6 +61,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import default, options
 from ..constants import C_M_S, MJD_ZERO_JD, SECONDS_PER_DAY
 from . import field as fieldsize
 
@@ -81,43 +82,43 @@ class ImagingError(RuntimeError):
 class ImagingOptions:
     """How to image (the config's ``imaging`` section)."""
 
-    imager: str = "wsclean"
+    imager: str = default("imaging.imager")
     """``wsclean`` (used when the program is found, tclean otherwise) or ``tclean``."""
-    imsize: int | None = None
+    imsize: int | None = default("imaging.imsize")
     """Image width and height in pixels; None: the field where the primary beam reaches ``pb_cutoff``
     (:mod:`dsa110_contimg.imaging.field`)."""
-    cell_arcsec: float | None = None
+    cell_arcsec: float | None = default("imaging.cell_arcsec")
     """Pixel size; None: the finest fringe (lambda_min / B_max) / ``pixels_per_beam``."""
-    pixels_per_beam: float = 3.0
-    weighting: str = "briggs"
-    robust: float = 0.0
+    pixels_per_beam: float = default("imaging.pixels_per_beam")
+    weighting: str = default("imaging.weighting")
+    robust: float = default("imaging.robust")
     """Briggs robustness (-2 ~ uniform, +2 ~ natural)."""
-    niter: int = 20000
+    niter: int = default("imaging.niter")
     """Maximum number of CLEAN components."""
-    gain: float = 0.1
+    gain: float = default("imaging.gain")
     """Minor-cycle loop gain."""
-    mgain: float = 0.9
+    mgain: float = default("imaging.mgain")
     """Major-cycle gain (WSClean ``-mgain``): a major cycle starts once the peak fell by this fraction."""
-    cyclefactor: float = 1.0
+    cyclefactor: float = default("imaging.cyclefactor")
     """tclean's major-cycle trigger (its counterpart of mgain)."""
-    max_major_cycles: int = 5
+    max_major_cycles: int = default("imaging.max_major_cycles")
     """At most this many major cycles (WSClean ``-nmiter``, tclean ``nmajor``); 0: no limit."""
-    auto_threshold: float = 3.0
+    auto_threshold: float = default("imaging.auto_threshold")
     """Stop CLEAN at this many sigma of the residual (WSClean -auto-threshold, tclean nsigma)."""
-    auto_mask: float | None = 5.0
+    auto_mask: float | None = default("imaging.auto_mask")
     """Grow a clean mask from peaks above this many sigma (WSClean -auto-mask; tclean
     auto-multithresh noisethreshold); None: clean the whole image."""
-    wproject_planes: int = -1
+    wproject_planes: int = default("imaging.wproject_planes")
     """tclean w-projection planes (-1: automatic; 0: no w-projection)."""
-    wsclean_gridder: str = "wgridder"
+    wsclean_gridder: str = default("imaging.wsclean_gridder")
     """WSClean's gridder: ``wgridder`` (exact w-gridding) or ``wstacking`` (its default, whose
     automatic number of w-layers is too small here: -1.5% flux and 0.7" at 1.2 deg off axis)."""
     data_column: str = "DATA"
-    pb_cutoff: float = 0.1
+    pb_cutoff: float = default("imaging.pb_cutoff")
     """Primary-beam level below which the corrected image is blanked."""
-    sefd_jy: float = 5800.0
+    sefd_jy: float = default("imaging.sefd_jy")
     """System equivalent flux density of one dish and polarisation, for the thermal noise."""
-    wsclean: str = "wsclean"
+    wsclean: str = default("imaging.wsclean")
     """WSClean executable (name on PATH or a path)."""
 
     def __post_init__(self) -> None:
@@ -133,9 +134,7 @@ class ImagingOptions:
     @classmethod
     def from_config(cls, config: dict) -> ImagingOptions:
         """Options from a validated config (its ``imaging`` section; unknown keys ignored)."""
-        section = dict(config.get("imaging", {}))
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in section.items() if k in known})
+        return options(cls, config["imaging"])
 
 
 # ----------------------------------------------------------- MS inspection

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import default, options
 from . import CATALOGUE_FREQ_HZ, MosaicError
 from .build import read_plane
 
@@ -20,23 +21,22 @@ from .build import read_plane
 class QAOptions:
     """Source finding, cross-matching and grade limits (config ``mosaic.qa``)."""
 
-    detect_sigma: float = 5.0
-    match_radius_arcsec: float = 20.0
-    min_match_snr: float = 10.0
-    max_sources: int = 2000
-    min_matched: int = 3
-    marginal_flux_error: float = 0.05
-    bad_flux_error: float = 0.15
-    marginal_offset_arcsec: float = 3.0
-    bad_offset_arcsec: float = 8.0
-    marginal_noise_ratio: float = 1.3
-    bad_noise_ratio: float = 2.0
-    preview_pixels: int = 1600
+    detect_sigma: float = default("mosaic.qa.detect_sigma")
+    match_radius_arcsec: float = default("mosaic.qa.match_radius_arcsec")
+    min_match_snr: float = default("mosaic.qa.min_match_snr")
+    max_sources: int = default("mosaic.qa.max_sources")
+    min_matched: int = default("mosaic.qa.min_matched")
+    marginal_flux_error: float = default("mosaic.qa.marginal_flux_error")
+    bad_flux_error: float = default("mosaic.qa.bad_flux_error")
+    marginal_offset_arcsec: float = default("mosaic.qa.marginal_offset_arcsec")
+    bad_offset_arcsec: float = default("mosaic.qa.bad_offset_arcsec")
+    marginal_noise_ratio: float = default("mosaic.qa.marginal_noise_ratio")
+    bad_noise_ratio: float = default("mosaic.qa.bad_noise_ratio")
+    preview_pixels: int = default("mosaic.qa.preview_pixels")
 
     @classmethod
     def from_config(cls, qa_cfg: Mapping[str, Any] | None) -> QAOptions:
-        qa_cfg = qa_cfg or {}
-        return cls(**{k: qa_cfg[k] for k in cls.__dataclass_fields__ if k in qa_cfg})
+        return options(cls, qa_cfg or {})
 
 
 def load_reference(config: Mapping[str, Any]):

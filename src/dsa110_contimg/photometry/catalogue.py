@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..config import default
+
 #: Standard columns of a loaded catalogue, in this order.
 COLUMNS = ("name", "ra_deg", "dec_deg", "flux_jy")
 
@@ -41,17 +43,17 @@ class CatalogueError(ValueError):
 class CatalogueOptions:
     """Where the reference catalogue is and how to read it (config section ``catalogue``)."""
 
-    path: str | None = None
+    path: str | None = default("catalogue.path")
     """CSV, FITS or VOTable file; None means no reference catalogue."""
-    format: str = "auto"
+    format: str = default("catalogue.format")
     """csv, fits, votable, or auto (from the file name's suffix)."""
     columns: Mapping[str, str] = field(
         default_factory=lambda: {"name": "name", "ra_deg": "ra_deg", "dec_deg": "dec_deg", "flux_jy": "flux_jy"}
     )
     """Standard column -> the file's column (name, ra_deg, dec_deg, flux_jy)."""
-    flux_unit: str = "Jy"
+    flux_unit: str = default("catalogue.flux_unit")
     """Unit of the file's flux column: Jy, mJy or uJy."""
-    flux_min_jy: float = 0.0
+    flux_min_jy: float = default("catalogue.flux_min_jy")
     """Forced photometry only of sources at least this bright (Jy); all are used to match blind detections."""
 
     @classmethod

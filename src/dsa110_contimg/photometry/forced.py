@@ -65,6 +65,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..config import default, options
 from ..constants import MAD_TO_SIGMA
 from ..stats import robust_rms
 
@@ -120,47 +121,43 @@ class PhotometryError(ValueError):
 class PhotometryOptions:
     """How forced photometry and blind detection are done (config section ``photometry``)."""
 
-    fit_radius_beams: float = 1.0
+    fit_radius_beams: float = default("photometry.fit_radius_beams")
     """Half-width of the fit box, in restoring-beam major-axis FWHMs."""
-    annulus_beams: tuple[float, float] = (3.0, 6.0)
+    annulus_beams: tuple[float, float] = default("photometry.annulus_beams")
     """Inner and outer radius of the local-rms annulus, in major-axis FWHMs."""
-    blend_radius_beams: float = 1.5
+    blend_radius_beams: float = default("photometry.blend_radius_beams")
     """Sources closer than this (major-axis FWHMs) are flagged blended (any whose boxes overlap are fitted jointly)."""
-    min_pb: float = 0.2
+    min_pb: float = default("photometry.min_pb")
     """Measurements where the primary beam is below this are flagged low_pb."""
     pb_cutoff: float = 0.1
     """Footprint: only positions where the primary beam is at least this are measured."""
-    noise_correlation: str = "measured"
+    noise_correlation: str = default("photometry.noise_correlation")
     """``measured`` (autocorrelation of the residual image) or ``beam`` (the restoring beam)."""
     min_annulus_pixels: int = 30
     """Fewer finite annulus pixels than this: no local rms (flag no_rms)."""
-    new_source_sigma: float = 7.0
+    new_source_sigma: float = default("photometry.new_source_sigma")
     """Blind detections: islands whose peak is at least this many local sigma."""
-    match_radius_arcsec: float | None = None
+    match_radius_arcsec: float | None = default("photometry.match_radius_arcsec")
     """A blind detection with a catalogue source this close is not new (None: one beam major axis)."""
-    max_new_sources: int = 1000
+    max_new_sources: int = default("photometry.max_new_sources")
     """At most this many new-source candidates per image (the brightest)."""
     background_box_beams: float = 25.0
     """Tile size of the background rms map for blind detection, in major-axis FWHMs."""
     chunk: int = 2048
     """Sources measured per vectorised batch (bounds the memory)."""
-    systematic_fraction: float = 0.0
+    systematic_fraction: float = default("photometry.systematic_fraction")
     """Fraction of the flux added in quadrature to the statistical error (config photometry.systematic_fraction)."""
-    sidelobe_fraction: float = 0.0
+    sidelobe_fraction: float = default("photometry.sidelobe_fraction")
     """New sources: sidelobe level as a fraction of the brightest apparent flux nearby (see photometry.new_sources)."""
-    sidelobe_radius_arcmin: float = 10.0
+    sidelobe_radius_arcmin: float = default("photometry.sidelobe_radius_arcmin")
     """New sources: bright sources this close set the local sidelobe level."""
-    edge_margin_beams: float = 0.0
+    edge_margin_beams: float = default("photometry.edge_margin_beams")
     """New sources: candidates closer than this (beams) to the image edge or the primary-beam cut-off are rejected."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> PhotometryOptions:
         """From a validated pipeline config: section ``photometry`` plus ``imaging.pb_cutoff``."""
-        section = dict(config.get("photometry", {}))
-        if "annulus_beams" in section:
-            section["annulus_beams"] = tuple(section["annulus_beams"])
-        pb_cutoff = config.get("imaging", {}).get("pb_cutoff", cls.pb_cutoff)
-        return cls(**{"pb_cutoff": pb_cutoff, **section})
+        return options(cls, config["photometry"], pb_cutoff=config["imaging"]["pb_cutoff"])
 
 
 @dataclass(frozen=True)

@@ -165,7 +165,8 @@ def test_report_of_the_demo_run_opens_in_a_browser(demo_run, snakemake_exe, repo
     """The report of the whole demo: every category holds its figures; a real browser renders it."""
     from artifacts import ARTIFACTS
     from needs import require_tool
-    from report_check import build_report, open_in_browser, report_results
+    from pictures import assert_picture
+    from report_check import build_report, decoded, open_in_browser, report_results
 
     assert demo_run["out"].returncode == 0, "needs the demo run"
     chromium = require_tool("chromium")
@@ -174,7 +175,10 @@ def test_report_of_the_demo_run_opens_in_a_browser(demo_run, snakemake_exe, repo
     expected = {"observations.html", "throughput.png", "calibration_timeline.png", "calibrator_flux.png",
                 "lightcurves.png", "mosaics.html"} | {f"{g}.png" for g in demo_run["groups"]}  # fmt: skip
     assert expected <= set(results), sorted(results)
-    assert any(name.startswith(("quicklook-", "science-")) for name in results), sorted(results)
+    previews = [name for name in results if name.startswith(("quicklook-", "science-"))]
+    assert previews, sorted(results)
+    for name in previews + [f"{g}.png" for g in demo_run["groups"]]:
+        assert_picture(decoded(results[name]))  # a real picture, not a sidecar copied under a .png name
     assert all(entry["caption"].strip() for entry in results.values())
     open_in_browser(chromium, html, ARTIFACTS / "report-demo-run.png")
 

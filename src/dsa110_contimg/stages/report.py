@@ -44,7 +44,7 @@ def pictures_on_disk(results: str, groups: Sequence[str]) -> tuple[list[str], li
     """The thumbnails of ``groups`` and the mosaic QA previews that exist now."""
     thumbnails = [p for g in groups if os.path.exists(p := naming.product_path(results, "thumbnail", g))]
     previews = []
-    for png in sorted(Path(results).glob("mosaics/*/*")):
+    for png in sorted(Path(results).glob("mosaics/*/*.png")):  # not the sidecars (*.png.json)
         try:
             if naming.parse_mosaic_path(png)[2] == "mosaic_qa":
                 previews.append(str(png))

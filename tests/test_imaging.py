@@ -441,4 +441,6 @@ def test_averaging_within_the_smearing_budget_keeps_the_fluxes(field, field_imag
     assert np.all(np.abs(vs_truth - 1) < 0.02)
     assert run["qa"]["rms_over_thermal"] < 1.3 * field_images["wsclean"]["qa"]["rms_over_thermal"]
     # the derived cell puts 3-5.5 pixels across the restoring beam's minor axis
-    assert 3 <= run["qa"]["beam_minor_arcsec"] / run["qa"]["cell_arcsec"] <= 5.5
+    # The cell is a third of the finest fringe (lambda_min / B_max); the restoring beam's minor axis is
+    # 0.85-1.8 of that fringe depending on the uv coverage and weighting: 2.5-5.5 pixels.
+    assert 2.5 <= run["qa"]["beam_minor_arcsec"] / run["qa"]["cell_arcsec"] <= 5.5

@@ -53,5 +53,8 @@ rule calibrator_flux:
     localrule: True
     conda:
         "../envs/contimg.yaml"
+    params:
+        earlier=earlier("caltable"),
+        left_out=lambda wildcards: PLAN.calflux_left_out,
     script:
         "../scripts/calibrator_flux.py"

@@ -6,6 +6,7 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 from dsa110_contimg import naming, run_plan
+from dsa110_contimg.mosaic import wiring as mosaic_wiring
 
 RESULTS = config["results_dir"]
 
@@ -16,6 +17,7 @@ except run_plan.PlanError as err:
 for note in PLAN.notes:
     print(note, file=sys.stderr)
 GROUPS = PLAN.groups
+TEMP_INTERMEDIATES = config["retention"]["intermediates"] == "temp"
 
 
 wildcard_constraints:
@@ -26,15 +28,17 @@ wildcard_constraints:
 
 
 def outputs(rule, **wildcards):
-    """A rule's outputs, from the product registry (folders marked as such)."""
-    return {
-        key: (
-            directory(path)
-            if key in naming.PRODUCTS and naming.PRODUCTS[key].directory
-            else path
-        )
-        for key, path in naming.rule_outputs(RESULTS, rule, **wildcards).items()
-    }
+    """A rule's outputs, from the product registry: folders marked as such, and
+    regenerable intermediates temp() when retention.intermediates is 'temp'."""
+    marked = {}
+    for key, path in naming.rule_outputs(RESULTS, rule, **wildcards).items():
+        kind = naming.PRODUCTS.get(key)
+        if kind is not None and kind.directory:
+            path = directory(path)
+        if kind is not None and kind.intermediate and TEMP_INTERMEDIATES:
+            path = temp(path)
+        marked[key] = path
+    return marked
 
 
 def log_for(rule, wildcard):
@@ -83,11 +87,9 @@ def calibration_problem(wildcards):
 
 
 def calibrator_caltables(wildcards):
-    """Every calibrator transit's solution: the flux monitor's fan-in."""
-    return [
-        naming.product_path(RESULTS, "caltable", c)
-        for c in sorted(PLAN.calibration.calgroups)
-    ]
+    """The targeted calibrator transits' solutions: the flux monitor's fan-in
+    (held-back ones are listed by it, not waited for)."""
+    return PLAN.calibrator_caltables()
 
 
 def catalogue_file(wildcards):
@@ -97,13 +99,24 @@ def catalogue_file(wildcards):
 
 
 def photometry_tables(wildcards):
-    """Every group's photometry table: the light-curve fan-in's inputs."""
-    return [naming.product_path(RESULTS, "photometry", g) for g in sorted(GROUPS)]
+    """The targeted groups' photometry tables: the light-curve fan-in's inputs
+    (a held-back group is not among them, so it withholds nothing)."""
+    return PLAN.products("photometry")
 
 
 def new_source_tables(wildcards):
-    """Every group's new-source candidates: grouped by position over epochs in the fan-in."""
-    return [naming.product_path(RESULTS, "new_sources", g) for g in sorted(GROUPS)]
+    """The targeted groups' new-source candidates: grouped by position over epochs in the fan-in."""
+    return PLAN.products("new_sources")
+
+
+def earlier(kind):
+    """Existing products before a rolling run's window: read by a fan-in, not planned."""
+    return lambda wildcards: PLAN.earlier(kind)
+
+
+def left_out(wildcards):
+    """Groups a fan-in goes without -> why."""
+    return PLAN.left_out()
 
 
 def mosaic_inputs(wildcards):
@@ -113,3 +126,17 @@ def mosaic_inputs(wildcards):
 
 def mosaic_resource(key):
     return lambda wildcards: PLAN.mosaics.resource(wildcards.tier, key)
+
+
+def mosaic_left_out(wildcards):
+    """Groups of a mosaic's selection its plan goes without -> why."""
+    return PLAN.mosaics.left_out(wildcards.tier, wildcards.mosaic)
+
+
+def mosaic_outcome_inputs(wildcards):
+    """The plan, and the QA preview when the plan kept an image (asked after the checkpoint)."""
+    which = {"tier": wildcards.tier, "mosaic": wildcards.mosaic}
+    plan = checkpoints.plan_mosaic.get(**which).output.mosaic_plan
+    if mosaic_wiring.plan_keeps_images(plan):
+        return {"plan": plan, "qa": naming.path_of(RESULTS, "mosaic_qa", **which)}
+    return {"plan": plan}

@@ -7,7 +7,11 @@
 # a plan rewritten with the same bytes (plans hold no time stamp) rebuilds nothing.
 
 
-rule plan_mosaic:
+# A checkpoint: whether a plan kept any image is known only once it is made.
+# Rule mosaic_outcome (the default target's, per mosaic) then asks for the QA of
+# a plan that kept images and for nothing more of one that kept none, so an
+# empty mosaic is neither built nor a failed job; its plan says why.
+checkpoint plan_mosaic:
     input:
         unpack(mosaic_inputs),
     output:
@@ -24,6 +28,7 @@ rule plan_mosaic:
         selection=lambda wildcards: PLAN.mosaics.selection(
             wildcards.tier, wildcards.mosaic
         ).to_dict(),
+        left_out=mosaic_left_out,
     script:
         "../scripts/plan_mosaic.py"
 
@@ -64,3 +69,19 @@ rule qa_mosaic:
         runtime=mosaic_resource("runtime"),
     script:
         "../scripts/qa_mosaic.py"
+
+
+rule mosaic_outcome:
+    input:
+        unpack(mosaic_outcome_inputs),
+    output:
+        **outputs("mosaic_outcome", tier="{tier}", mosaic="{mosaic}"),
+    log:
+        log_for("mosaic_outcome", "{tier}/{mosaic}"),
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=200,
+        runtime=5,
+    script:
+        "../scripts/mosaic_outcome.py"

@@ -43,5 +43,9 @@ rule lightcurves:
     resources:
         mem_mb=mem_mb("lightcurves"),
         runtime=res("lightcurves", "runtime"),
+    params:
+        earlier_tables=earlier("photometry"),
+        earlier_new_sources=earlier("new_sources"),
+        left_out=left_out,
     script:
         "../scripts/lightcurves.py"

@@ -3,8 +3,9 @@
 from dsa110_contimg.stages.calibrate import calibrator_flux
 
 calibrator_flux(
-    caltables=list(snakemake.input.caltables),
+    caltables=list(snakemake.params.earlier) + list(snakemake.input.caltables),
     table=snakemake.output.calflux,
     config=snakemake.config,
     log=snakemake.log[0],
+    left_out=snakemake.params.left_out,
 )

@@ -11,4 +11,5 @@ plan_mosaic(
     config=snakemake.config,
     selection=snakemake.params.selection,
     log=snakemake.log[0],
+    left_out=snakemake.params.left_out,
 )

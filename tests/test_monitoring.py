@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -230,9 +232,15 @@ def test_partial_run_raw_files_only(tmp_path):
     (tmp_path / "raw").mkdir()
     good, partial = "2025-06-15T08:00:03", "2025-06-15T08:05:12"
     make_raw(tmp_path / "raw", good)
-    make_raw(tmp_path / "raw", partial, subbands=range(15))
+    partial_files = make_raw(tmp_path / "raw", partial, subbands=range(15))
     config = tmp_path / "c.yaml"
     config.write_text("raw_dir: raw\nresults_dir: results\n")
+    # Files younger than run.settle_s may still be being written: not incomplete yet.
+    fresh = json.loads(contimg_status(tmp_path, config, "--json").stdout)
+    assert fresh["nights"][0]["totals"]["incomplete"] == 0 and fresh["alerts"] == []
+    old = time.time() - 3600
+    for path in partial_files:
+        os.utime(path, (old, old))
     out = contimg_status(tmp_path, config)
     assert out.returncode == 1, out.stderr
     assert f"{partial}  missing subbands sb15" in out.stdout
@@ -275,7 +283,8 @@ def test_alerts_from_registered_qa(tmp_path):
     calgroup = "2025-06-15T07:55:00"
     chains = [make_chain(raw, results, "2025-06-15T08:00:03", calgroup, rms=0.8e-3),
               make_chain(raw, results, "2025-06-15T08:05:12", calgroup, rms=5.6e-3)]  # fmt: skip
-    make_raw(raw, "2025-06-15T08:10:21", subbands=range(12))
+    for path in make_raw(raw, "2025-06-15T08:10:21", subbands=range(12)):
+        os.utime(path, (time.time() - 3600,) * 2)  # written an hour ago, not still being written
     write_calflux(results, chains[0]["caltable"], calgroup, ratio=1.3)
     config = load_config({"raw_dir": str(raw), "results_dir": str(results)})
     with Database.from_config(config) as database:
@@ -372,3 +381,41 @@ def test_a_failure_fixed_by_a_rerun_clears_the_alert(run, snakemake_exe, repo_ro
     night = run["groups"][0][:10]
     row = next(line.split() for line in out.stdout.splitlines() if line.startswith(night))
     assert row[:7] == [night, "3", "0", "3", "3", "3", "0"]
+
+
+def _cal_report(valid_end: str, next_transit: str | None, reference: str = "2025-06-15T12:00:00") -> dict:
+    latest = {"calgroup": "2025-06-15T03:00:00", "calibrator": "3C286", "transit_time": "2025-06-15T03:02:00",
+              "valid_start": "2025-06-14T15:02:00", "valid_end": valid_end, "age_h": 9.0,
+              "expired": reference > valid_end}
+    nxt = None if next_transit is None else {"calibrator": "3C48", "transit_time": next_transit}
+    return {"nights": [], "calibrator_flux": [], "newest_observation": reference, "reference_time": reference,
+            "calibration": {"n_solutions": 1, "n_passed": 1, "latest": latest, "latest_attempt": None,
+                            "next_transit": nxt}}
+
+
+def test_calibration_expiring_without_a_transit_to_renew_it_is_an_alert():
+    limits = status.thresholds(load_config({}))
+    assert limits["calibration_expiry_warn_h"] == 4
+    now = dt.datetime(2025, 6, 15, 12)
+    # Expires in 3 h; the next transit comes after: alert, naming both.
+    (alert,) = status.alerts(_cal_report("2025-06-15T15:00:00", "2025-06-15T18:00:00"), limits, now)
+    assert alert["name"] == "calibration_expiring"
+    assert "expires at 2025-06-15T15:00:00, in 3.0 h" in alert["message"] and "3C48 at 2025-06-15T18:00:00" in alert["message"]
+    # A transit before the end renews it; an end beyond the warning time is no concern yet.
+    assert status.alerts(_cal_report("2025-06-15T15:00:00", "2025-06-15T14:00:00"), limits, now) == []
+    assert status.alerts(_cal_report("2025-06-15T17:00:00", None), limits, now) == []
+    (alert,) = status.alerts(_cal_report("2025-06-15T13:00:00", None), limits, now)
+    assert "no transit within 2 days" in alert["message"]
+
+
+def test_next_transit_at_the_pointing_declination():
+    config = load_config({"pointing": {"dec_deg": 30.5}})
+    nxt = status._next_transit(config, dt.datetime(2025, 6, 15, 12))
+    # After noon UTC on 2025-06-15 the first calibrator of dec 30.5 +- 1.5 to transit is
+    # J0741+312 (RA 115.3 deg, 2 Jy) at 21:58; 3C286 (RA 202.8) follows at 03:47 the next day.
+    assert nxt["calibrator"] == "J0741+312"
+    from dsa110_contimg.calibration.transits import calibrator_transits
+
+    table = calibrator_transits(dt.datetime(2025, 6, 15, 12, tzinfo=dt.UTC), dt.datetime(2025, 6, 17, tzinfo=dt.UTC),
+                                30.5, 1.5)
+    assert nxt["transit_time"] == table.iloc[0]["transit_utc"][:19]

@@ -148,8 +148,10 @@ def test_parse_time_wiring_names_inputs_and_targets():
     assert inputs == {"images": [f"results/images/{g}.image.fits" for g in ids[:2]],
                       "pbs": [f"results/images/{g}.pb.fits" for g in ids[:2]],
                       "sidecars": [f"results/images/{g}.image.fits.json" for g in ids[:2]]}
-    with pytest.raises(MosaicError, match="science mosaic 2025-07-01: .*nothing to mosaic"):
-        wiring.inputs("science", "2025-07-01")
+    # A name that selects nothing: no inputs, and the plan is written empty with the reason.
+    assert wiring.inputs("science", "2025-07-01") == {"images": [], "pbs": [], "sidecars": []}
+    assert "none of the 3 observation(s) in raw_dir falls in it" in wiring.left_out("science", "2025-07-01")[""]
+    assert wiring.left_out("science", "2025-06-15") == {}
     targets, notes = wiring.targets()
     assert targets == ["results/mosaics/science/2025-06-15.qa.png", "results/mosaics/science/2025-06-16.qa.png"]
     assert len(notes) == 1 and "2025-07-01" in notes[0]
@@ -157,6 +159,22 @@ def test_parse_time_wiring_names_inputs_and_targets():
     config["mosaic"]["exclude_groups"] = [ids[1]]  # e.g. its imaging fails: the day's mosaic goes on without it
     assert mosaic_wiring.Wiring("results", ids, config).inputs("science", "2025-06-15")["images"] == [
         f"results/images/{ids[0]}.image.fits"]
+
+
+def test_held_back_groups_are_listed_and_a_fully_held_mosaic_gets_an_empty_plan():
+    config = validate_config({"mosaic": {"targets": {"quicklook": [], "science": ["daily"]}}})
+    ids = [group(0), group(1), group(0, "2025-06-16")]
+    held = {group(1): "convert failed: truncated", group(0, "2025-06-16"): "image failed: all flagged"}
+    wiring = mosaic_wiring.Wiring("results", [g for g in ids if g not in held], config, held=held)
+    assert wiring.inputs("science", "2025-06-15")["images"] == [f"results/images/{ids[0]}.image.fits"]
+    assert wiring.left_out("science", "2025-06-15") == {group(1): "convert failed: truncated"}
+    assert wiring.left_out("science", "2025-06-16") == {group(0, "2025-06-16"): "image failed: all flagged"}
+    targets, notes = wiring.targets()
+    assert targets == ["results/mosaics/science/2025-06-15.qa.png", "results/mosaics/science/2025-06-16.qa.png"]
+    assert any("2025-06-16" in n and "held back" in n for n in notes)
+    # A rolling run's window: only the days of its groups are targets.
+    window = mosaic_wiring.Wiring("results", [ids[0]], config, target_ids=[])
+    assert window.targets()[0] == []
     config["mosaic"]["enabled"] = False
     assert mosaic_wiring.Wiring("results", ids, config).targets() == ([], [])
 
@@ -439,8 +457,9 @@ def test_new_image_changes_the_plan_and_rebuilds_only_that_mosaic(tmp_path, snak
     observe(group(0, "2025-06-16"), 150.5, 2)
     (tmp_path / "test.yaml").write_text(
         "mosaic:\n  tiers:\n    science: {pixel_arcsec: 180, projection: TAN, resources: {mem_mb: 1000}}\n")
-    day1 = {k: tmp_path / naming.mosaic_path("results", "science", "2025-06-15", k) for k in naming.MOSAIC_PRODUCTS}
-    day2 = {k: tmp_path / naming.mosaic_path("results", "science", "2025-06-16", k) for k in naming.MOSAIC_PRODUCTS}
+    built = [k for k in naming.MOSAIC_PRODUCTS if k != "mosaic_outcome"]  # the plan -> build -> QA chain
+    day1 = {k: tmp_path / naming.mosaic_path("results", "science", "2025-06-15", k) for k in built}
+    day2 = {k: tmp_path / naming.mosaic_path("results", "science", "2025-06-16", k) for k in built}
 
     def run(*targets, extra=()):
         targets = [str(Path(t).relative_to(tmp_path)) for t in targets]  # as the rules name them
@@ -471,12 +490,17 @@ def test_new_image_changes_the_plan_and_rebuilds_only_that_mosaic(tmp_path, snak
     out = run(day1["mosaic"], day2["mosaic_qa"], extra=("-n",))
     assert out.returncode == 0 and "Nothing to be done" in out.stdout + out.stderr, out.stdout[-2000:]
 
-    # A day without observations: a clear message and nothing made.
-    out = run(tmp_path / naming.mosaic_path("results", "science", "2025-06-17"), extra=("-n",))
+    # A day without observations: its plan is made, empty, saying why; no mosaic is made.
+    empty = tmp_path / naming.mosaic_path("results", "science", "2025-06-17", "mosaic_plan")
+    out = run(empty)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    record = json.loads(empty.read_text())
+    assert record["images"] == [] and "nothing to mosaic" in record["rejected"][0]["reason"]
+    out = run(tmp_path / naming.mosaic_path("results", "science", "2025-06-17"))
     assert out.returncode != 0
     text = out.stdout + out.stderr
     assert "science mosaic 2025-06-17" in text and "nothing to mosaic" in text, text[-2000:]
-    assert not (tmp_path / naming.mosaic_path("results", "science", "2025-06-17", "mosaic_plan")).exists()
+    assert not (tmp_path / naming.mosaic_path("results", "science", "2025-06-17")).exists()
     with Database.from_config(validate_config({"results_dir": str(tmp_path / "results")})) as db:
         kinds = sorted(r["kind"] for r in db.list_products())
-    assert kinds == ["mosaic", "mosaic", "mosaic_plan", "mosaic_plan", "mosaic_qa"]
+    assert kinds == ["mosaic", "mosaic", "mosaic_plan", "mosaic_plan", "mosaic_plan", "mosaic_qa"]

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 
 import yaml
 
@@ -148,22 +149,40 @@ def _add_products(sub: argparse._SubParsersAction) -> None:
 def _add_calibration(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "transits",
-        help="calibrator transits over a time range",
-        description="Transit times of the catalogue calibrators within a declination tolerance "
-        "of the pointing declination (UTC), and whether each falls in an observation in RAW_DIR.",
+        help="calibrator transits: now and next (no arguments), or over a time range",
+        description="Without --start/--end: the current LST, the calibrator in the beam now (if any) "
+        "and the next transits at the configured declination (pointing.dec_deg and "
+        "calibration.dec_tolerance_deg of --config, or --dec/--tolerance). With --start and --end: "
+        "transit times of the catalogue calibrators within a declination tolerance of the pointing "
+        "declination (UTC), and whether each falls in an observation in RAW_DIR.",
     )
-    p.add_argument("--start", type=_iso_time, required=True, help="UTC start (YYYY-MM-DD[THH:MM:SS])")
-    p.add_argument("--end", type=_iso_time, required=True, help="UTC end")
-    p.add_argument("--dec", type=float, required=True, help="pointing declination, deg")
-    p.add_argument("--tolerance", type=float, default=None,
-                   help="declination tolerance, deg (default: calibration.dec_tolerance_deg)")
-    p.add_argument("--config", default=None,
-                   help="pipeline config whose calibration.calibrator_* keys choose the calibrators "
-                   "(default: the schema's defaults)")
+    p.add_argument("--start", type=_iso_time, help="UTC start (YYYY-MM-DD[THH:MM:SS])")
+    p.add_argument("--end", type=_iso_time, help="UTC end")
+    p.add_argument("--dec", type=float, help="pointing declination, deg (default: the config's)")
+    p.add_argument("--tolerance", type=float,
+                   help="declination tolerance, deg (default: the config's calibration.dec_tolerance_deg)")
     p.add_argument("--all", action="store_true",
                    help="list every usable calibrator, however faint in the beam (no calibrator_min_apparent_jy)")
     p.add_argument("--raw-dir", help="also name the observation group holding each transit")
+    p.add_argument("--config", default="config/config.yaml",
+                   help="config for the declination when --dec is not given (default: %(default)s)")
+    p.add_argument("--now", type=_iso_time, help="UTC time to look from (default: the clock)")
+    p.add_argument("--next", type=int, default=5, help="how many next transits (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="the now-and-next view as JSON")
     p.set_defaults(func=cmd_transits)
+    c = sub.add_parser("calibration", help="calibration validity windows")
+    c_sub = c.add_subparsers(dest="calibration_command", required=True, metavar="COMMAND")
+    at = c_sub.add_parser(
+        "at",
+        help="which calibration covers a time",
+        description="The calibration solutions (product database) whose validity window covers TIME, "
+        "nearest transit first, the one the pipeline uses (nearest that passed QA) marked *, and how "
+        "many overlap. --json adds the whole timeline (every solution, gap or overlap to the next).",
+    )
+    at.add_argument("time", type=_iso_time, help="UTC time (YYYY-MM-DD[THH:MM:SS])")
+    at.add_argument("--config", default="config/config.yaml", help="pipeline config (default: %(default)s)")
+    at.add_argument("--json", action="store_true", help="answer and timeline as JSON")
+    at.set_defaults(func=cmd_calibration_at)
     f = sub.add_parser(
         "calflux",
         help="calibrator flux monitoring: measured against catalogue flux, with alerts",
@@ -216,6 +235,26 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_status)
 
 
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="one rolling run: the workflow over recent nights, then status, metrics and alerts",
+        description="Run the workflow as a rolling run (config section run: a window of recent "
+        "nights, groups still being written wait, failed groups are held back so the fan-ins run "
+        "on what succeeded), then write <results_dir>/run/status.json and the Prometheus metrics "
+        "(run.metrics_file) and send new or resolved alerts (section notify). For a systemd timer "
+        "or cron (ops/). Exit status: 0 the workflow finished (failures are alerts), 1 snakemake "
+        "failed, 2 a bad config, 3 another run holds the lock. Arguments after -- go to snakemake.",
+    )
+    p.add_argument("--config", action="append", metavar="FILE",
+                   help="config file, repeatable, merged in order (default: config/config.yaml)")
+    p.add_argument("--snakefile", help="the workflow (default: ./Snakefile, else the package's source tree)")
+    p.add_argument("--retry-failed", action="store_true", help="plan the groups held back by a failure again now")
+    p.add_argument("-n", "--dry-run", action="store_true", help="only show the jobs (snakemake -n); no status or alerts")
+    p.add_argument("snakemake_args", nargs="*", help="extra snakemake arguments (after --)")
+    p.set_defaults(func=cmd_run)
+
+
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The argument parser; ``argv`` tells whether the simulator must be loaded."""
     parser = argparse.ArgumentParser(prog="contimg", description="DSA-110 continuum pipeline tools.")
@@ -228,6 +267,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     _add_config(sub)
     _add_check(sub)
     _add_status(sub)
+    _add_run(sub)
     return parser
 
 
@@ -257,17 +297,38 @@ def cmd_groups(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pointing(args: argparse.Namespace) -> tuple[float, float, dict]:
+    """Declination, tolerance and the calibration config: the options, else the config's.
+
+    With --dec and no config file the schema's defaults choose the calibrators.
+    """
+    if os.path.exists(args.config):
+        cfg = load_config(args.config)
+    elif args.dec is None:
+        raise ConfigError(f"no --dec and no config {args.config}: give --dec or --config")
+    else:
+        cfg = validate_config({})
+    dec = cfg["pointing"]["dec_deg"] if args.dec is None else args.dec
+    tolerance = cfg["calibration"]["dec_tolerance_deg"] if args.tolerance is None else args.tolerance
+    return dec, tolerance, cfg["calibration"]
+
+
 def cmd_transits(args: argparse.Namespace) -> int:
     from dsa110_contimg.calibration.calibrators import load_calibrators
     from dsa110_contimg.calibration.transits import calibrator_transits
-    from dsa110_contimg.config import load_config, validate_config
 
-    cfg = (load_config(args.config) if args.config else validate_config({}))["calibration"]
-    if args.tolerance is None:
-        args.tolerance = cfg["dec_tolerance_deg"]
+    if (args.start is None) != (args.end is None):
+        raise ConfigError("give both --start and --end, or neither (now and next)")
+    dec, tolerance, cfg = _pointing(args)
+    choice = {"catalogue": load_calibrators(cfg), "min_apparent_jy": 0.0 if args.all else cfg["calibrator_min_apparent_jy"]}
+    if args.start is None:
+        from .monitoring import pointing
+
+        view = pointing.now_view(args.now or datetime.now(UTC), dec, tolerance, args.next, **choice)
+        print(json.dumps(view, indent=1) if args.json else pointing.render(view))
+        return 0
     start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (args.start, args.end))
-    table = calibrator_transits(start, end, args.dec, args.tolerance, catalogue=load_calibrators(cfg),
-                                min_apparent_jy=0.0 if args.all else cfg["calibrator_min_apparent_jy"])
+    table = calibrator_transits(start, end, dec, tolerance, **choice)
     if args.raw_dir:
         import numpy as np
 
@@ -285,10 +346,27 @@ def cmd_transits(args: argparse.Namespace) -> int:
             for k, jd in zip(i, table["transit_jd"])
         ]
     if table.empty:
-        print(f"no calibrator within {args.tolerance} deg of dec {args.dec} transits in that range")
+        print(f"no calibrator within {tolerance} deg of dec {dec} transits in that range")
         return 0
     print(table.drop(columns="transit_jd").to_string(index=False))
     return 0
+
+
+def cmd_calibration_at(args: argparse.Namespace) -> int:
+    """Exit 0 when a passing calibration covers the time, 1 when none does."""
+    import json
+
+    from .db import Database
+    from .monitoring import validity
+
+    with Database.from_config(load_config(args.config)) as database:
+        sols = validity.solutions(database)
+    answer = validity.at(sols, args.time)
+    if args.json:
+        print(json.dumps({**answer, "timeline": validity.timeline(sols)}, indent=1))
+    else:
+        print(validity.render(answer))
+    return 0 if answer["chosen"] else 1
 
 
 def cmd_calflux(args: argparse.Namespace) -> int:
@@ -436,6 +514,37 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         print(status.render_text(report))
     return status.exit_code(report)
+
+
+def _load_configs(files: Sequence[str]) -> dict:
+    """Config files merged in order (as Snakemake merges several --configfile), validated."""
+    from .config import _merge
+
+    merged: dict = {}
+    for path in files:
+        try:
+            with open(path) as f:
+                part = yaml.safe_load(f) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})".replace("\n", " ")) from None
+        if not isinstance(part, dict):
+            raise ConfigError(f"{path}: expected a mapping of keys to values, got {type(part).__name__}")
+        merged = _merge(merged, part)
+    return validate_config(merged)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .rolling import lock, run
+
+    files = args.config or ["config/config.yaml"]
+    config = _load_configs(files)
+    try:
+        result = run.rolling_run(config, files, snakefile=args.snakefile, retry_failed=args.retry_failed,
+                                 dry_run=args.dry_run, extra_args=args.snakemake_args)
+    except lock.RunLockedError as err:
+        print(f"contimg run: {err}", file=sys.stderr)
+        return run.EXIT_LOCKED
+    return result.exit_code()
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

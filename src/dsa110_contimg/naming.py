@@ -230,6 +230,9 @@ class ProductKind:
     model: str | None = None
     directory: bool = False
     """The product is a folder (a Measurement Set, a set of caltables)."""
+    intermediate: bool = False
+    """Regenerable, read once downstream: removed by the workflow once used when
+    ``retention.intermediates`` is ``temp`` (its sidecar stays)."""
 
     @property
     def sidecar(self) -> bool:
@@ -254,10 +257,11 @@ class ProductKind:
 PRODUCTS: dict[str, ProductKind] = {
     k.name: k
     for k in (
-        ProductKind("ms", "ms", "{group}.ms", "convert", "MeasurementSet", directory=True),
+        ProductKind("ms", "ms", "{group}.ms", "convert", "MeasurementSet", directory=True, intermediate=True),
         ProductKind("caltable", "caltables", "{calgroup}", "solve_calibration", "CalTable", directory=True),
         ProductKind("calflux", "calibration", "calibrator_flux.csv", "calibrator_flux", "CalFlux"),
-        ProductKind("calibrated", "calibrated", "{group}.ms", "apply_calibration", "CalibratedMS", directory=True),
+        ProductKind("calibrated", "calibrated", "{group}.ms", "apply_calibration", "CalibratedMS", directory=True,
+                    intermediate=True),
         ProductKind("image", "images", "{group}.image.fits", "image", "Image"),
         ProductKind("residual", "images", "{group}.residual.fits", "image"),
         ProductKind("psf", "images", "{group}.psf.fits", "image"),
@@ -280,6 +284,8 @@ PRODUCTS: dict[str, ProductKind] = {
         ProductKind("mosaic_noise", "mosaics/{tier}", "{mosaic}.noise.fits", "build_mosaic"),
         ProductKind("mosaic_weights", "mosaics/{tier}", "{mosaic}.weights.fits", "build_mosaic"),
         ProductKind("mosaic_qa", "mosaics/{tier}", "{mosaic}.qa.png", "qa_mosaic", "MosaicQA"),
+        # What became of a mosaic (built, or why not): a workflow record, not registered.
+        ProductKind("mosaic_outcome", "mosaics/{tier}", "{mosaic}.outcome.json", "mosaic_outcome"),
     )
 }
 
@@ -384,14 +390,14 @@ def parse_product_path(path: str | os.PathLike) -> tuple[str, dict[str, str]]:
 
     Raises ValueError for a path that is no product of this pipeline.
     """
-    text = os.fspath(path).replace(os.sep, "/")
-    if text.endswith(".json") and not text.endswith(".plan.json"):
-        text = text[: -len(".json")]
-    text = text.rstrip("/")
-    for spec, pattern in _PRODUCT_RES:
-        m = pattern.fullmatch(text)
-        if m:
-            return spec.name, m.groupdict()
+    text = os.fspath(path).replace(os.sep, "/").rstrip("/")
+    # A product itself (some are JSON: plans, outcomes), else a sidecar (product + ".json").
+    candidates = [text] + ([text[: -len(".json")].rstrip("/")] if text.endswith(".json") else [])
+    for candidate in candidates:
+        for spec, pattern in _PRODUCT_RES:
+            m = pattern.fullmatch(candidate)
+            if m:
+                return spec.name, m.groupdict()
     raise ValueError(f"{os.fspath(path)!r} is not the path of a product of this pipeline")
 
 

@@ -8,10 +8,18 @@ and the default targets. It is deterministic: the same names and config give
 the same plan, so every Slurm job's own snakemake rebuilds the same DAG
 cheaply. Checks that need a service (database, catalogue) run once per run
 in the Snakefile's ``onstart:`` (:func:`preflight`) or in ``contimg check``.
+
+A rolling run (``run.rolling``, set by ``contimg run``) plans only settled
+groups (:mod:`.rolling.window`), targets the products of a window of recent
+nights, and goes without the groups of ``run.hold`` (held back by a failure;
+``contimg run`` finds them in the database before it starts Snakemake, so
+parsing asks no service): the fan-ins run on what succeeded and list what
+they left out, and why (:meth:`RunPlan.left_out`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,6 +51,12 @@ class RunPlan:
     mosaics: Wiring
     mosaic_targets: list[str]
     notes: list[str] = field(default_factory=list)
+    held: dict[str, str] = field(default_factory=dict)
+    """Groups held back by a failure (``run.hold``) -> why: not planned, not waited for."""
+    target_ids: list[str] | None = None
+    """The groups whose products are targets (a rolling run's window); None: every group."""
+    calflux_left_out: dict[str, str] = field(default_factory=dict)
+    """Held-back calibrator transits -> why (the calibrator flux fan-in lists them)."""
 
     @property
     def results(self) -> str:
@@ -57,6 +71,8 @@ class RunPlan:
         try:
             return self.groups[group_id]
         except KeyError:
+            if group_id in self.held:
+                raise ValueError(f"group {group_id} is held back: {self.held[group_id]}") from None
             known = self.grouping.by_id.get(group_id)
             if known is not None:
                 raise ValueError(f"group {known.id} cannot be processed: {known.problem()}") from None
@@ -77,6 +93,38 @@ class RunPlan:
     def photometry_enabled(self) -> bool:
         return bool(self.config["catalogue"]["path"]) and bool(self.groups)
 
+    @property
+    def targeted(self) -> list[str]:
+        """The groups whose products the run targets, in time order."""
+        return sorted(self.groups) if self.target_ids is None else list(self.target_ids)
+
+    def products(self, kind: str, group_ids: list[str] | None = None) -> list[str]:
+        """Paths of product ``kind`` of ``group_ids`` (default: the targeted groups)."""
+        ids = self.targeted if group_ids is None else group_ids
+        return [naming.product_path(self.results, kind, g) for g in ids]
+
+    def earlier(self, kind: str) -> list[str]:
+        """Existing products ``kind`` of the groups before a rolling run's window: a fan-in
+        reads them (light curves span the survey) without planning their jobs."""
+        if self.target_ids is None:
+            return []
+        targeted = set(self.target_ids)
+        ids = sorted(g for g in self.groups if g not in targeted)
+        if kind == "caltable":
+            ids = [g for g in ids if g in self.calibration.calgroups]
+        return [p for p in self.products(kind, ids) if os.path.exists(naming.sidecar_path(p))]
+
+    def calibrator_caltables(self) -> list[str]:
+        """The solutions of the targeted calibrator transits: the flux monitor's inputs."""
+        return self.products("caltable", [g for g in self.targeted if g in self.calibration.calgroups])
+
+    def left_out(self) -> dict[str, str]:
+        """Groups the fan-ins go without -> why: held back by a failure, or incomplete
+        (groups still being written are not listed: they are not seen yet)."""
+        why = dict(self.held)
+        why.update({g.id: f"incomplete: {g.problem()}" for g in self.grouping.incomplete})
+        return dict(sorted(why.items()))
+
     def targets(self) -> list[str]:
         """Every final product: images, the calibrator flux table when a calibrator
         transits, photometry + new sources + the light-curve fan-in when a
@@ -85,13 +133,13 @@ class RunPlan:
         With no group the target is raw_dir itself (it exists), so Snakemake
         plans no job at all; an empty target list would still run 'all'.
         """
-        targets = [naming.product_path(self.results, "image", g) for g in self.groups]
+        targets = self.products("image")
         if self.calibration.calgroups:
             targets.append(naming.calflux_path(self.results))
         if self.photometry_enabled():
             targets += [naming.product_path(self.results, "ese_candidates", "all"),
                         naming.product_path(self.results, "variability", "all")]
-            targets += [naming.product_path(self.results, "new_sources", g) for g in sorted(self.groups)]
+            targets += self.products("new_sources")
         return (targets + self.mosaic_targets) or [self.raw]
 
 
@@ -112,12 +160,31 @@ def build(config: Mapping[str, Any], names: list[str] | None = None) -> RunPlan:
         grouping.group_files(names, tolerance_s=config["grouping"]["tolerance_s"],
                              n_subbands=config["grouping"]["n_subbands"]),
         raw)
+    notes = []
+    rolling = config["run"]["rolling"]
+    if rolling:
+        from .rolling import window
+
+        picked = window.select(found, raw, config["run"])
+        found = picked.grouping
+        if picked.settling:
+            notes.append(f"waiting for {len(picked.settling)} group(s) still being written (run.settle_s): "
+                         f"{_summarise(list(picked.settling))}")
     try:
         selection = grouping.select_groups(found, config["grouping"]["incomplete"])
     except (grouping.GroupingError, naming.RawNameError) as err:
         raise PlanError(f"raw_dir {raw!r} (grouping.incomplete is 'fail'): {err}") from None
     groups = {g.id: g for g in selection.groups}
-    notes = []
+    held = {g: why for g, why in sorted(config["run"]["hold"].items()) if g in groups} if rolling else {}
+    for group_id, why in held.items():
+        notes.append(f"holding back {group_id} until its cause changes: {why}")
+    if held:
+        every = calplan.plan_calibration(groups, config["pointing"]["dec_deg"], config["calibration"]).calgroups
+        calflux_left_out = {g: f"{every[g]}: {why}" for g, why in held.items() if g in every}
+        groups = {g: v for g, v in groups.items() if g not in held}
+    else:
+        calflux_left_out = {}
+    target_ids = picked.in_window(groups) if rolling else None
     if selection.warning:
         notes.append(f"WARNING: raw_dir {raw!r}: {selection.warning}")
     if found.ignored:
@@ -131,9 +198,32 @@ def build(config: Mapping[str, Any], names: list[str] | None = None) -> RunPlan:
     if cal.problems:
         notes.append(f"WARNING: {len(cal.problems)} group(s) have no calibration and will fail at "
                      f"apply_calibration: {_summarise(sorted(cal.problems))}")
-    mosaics = Wiring(config["results_dir"], groups, config)
-    mosaic_targets, mosaic_notes = mosaics.targets()
-    return RunPlan(config, found, groups, cal, mosaics, mosaic_targets, notes + mosaic_notes)
+    mosaics = Wiring(config["results_dir"], groups, config, held=held, target_ids=target_ids)
+    qa_targets, mosaic_notes = mosaics.targets()
+    # A mosaic target stands for its outcome record: the QA of a plan that kept images,
+    # the plan alone (saying why) of one that kept none (rule mosaic_outcome).
+    mosaic_targets = [naming.path_of(config["results_dir"], "mosaic_outcome", **_mosaic_wildcards(q))
+                      for q in qa_targets]
+    return RunPlan(config, found, groups, cal, mosaics, mosaic_targets, notes + mosaic_notes, held, target_ids,
+                   calflux_left_out)
+
+
+def _mosaic_wildcards(path: str) -> dict[str, str]:
+    tier, name, _ = naming.parse_mosaic_path(path)
+    return {"tier": tier, "mosaic": name}
+
+
+def rolling_candidates(plan: RunPlan) -> dict[str, grouping.Group]:
+    """The groups a rolling run may plan: its window and, before it, those whose
+    calibration may serve it (``calibration.max_separation_h``); the survey's
+    history is not asked about (the held-back query stays the window's size)."""
+    if plan.target_ids is None:
+        return dict(plan.groups)
+    if not plan.target_ids:
+        return {}
+    margin = dt.timedelta(hours=plan.config["calibration"]["max_separation_h"])
+    first = naming.format_timestamp(naming.parse_timestamp(plan.target_ids[0]) - margin)
+    return {g: v for g, v in plan.groups.items() if g >= first}
 
 
 def preflight(config: Mapping[str, Any]) -> list[str]:

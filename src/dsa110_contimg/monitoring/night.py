@@ -9,10 +9,12 @@ the same groups the same way.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..raw import grouping
+from ..raw.grouping import newest_mtime
 
 #: Per-night totals, in the order they are shown.
 TOTALS = ("seen", "complete", "incomplete", "converted", "calibrated", "imaged", "photometry", "failed")
@@ -30,7 +32,11 @@ def raw_groups(config: Mapping[str, Any]) -> tuple[list[grouping.Group], str | N
     found = grouping.group_files(
         names, tolerance_s=config["grouping"]["tolerance_s"], n_subbands=config["grouping"]["n_subbands"]
     )
-    return grouping.check_readable(found, raw).groups, None
+    # An incomplete group whose newest file is younger than run.settle_s is still
+    # being written: not reported (a rolling run does not plan it either).
+    settle_s, now = config["run"]["settle_s"], time.time()
+    groups = grouping.check_readable(found, raw).groups
+    return [g for g in groups if g.complete or now - newest_mtime(raw, g) >= settle_s], None
 
 
 def empty_summary(day: dt.date) -> dict[str, Any]:

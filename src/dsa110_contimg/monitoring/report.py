@@ -190,8 +190,8 @@ def calibration_timeline(
         fig.autofmt_xdate()
     _save(fig, path)
     spans = sorted((s, e) for s, e, _, ok in cals.values() if ok)
-    gaps = sum(1 for (_, e0), (s1, _) in zip(spans, spans[1:]) if s1 > e0)
-    overlaps = sum(1 for (_, e0), (s1, _) in zip(spans, spans[1:]) if s1 < e0)
+    gaps = sum(1 for (_, e0), (s1, _) in zip(spans, spans[1:], strict=False) if s1 > e0)
+    overlaps = sum(1 for (_, e0), (s1, _) in zip(spans, spans[1:], strict=False) if s1 < e0)
     return {"calibrations": len(cals), "uncalibrated": len(uncal), "gaps": gaps, "overlaps": overlaps}
 
 
@@ -292,7 +292,7 @@ def busy_hours(starts: Iterable[float], ends: Iterable[float]) -> float:
     """Hours during which at least one job ran (the union of the jobs' intervals), so
     the pauses between separate runs of the workflow do not count."""
     total, current_end = 0.0, -np.inf
-    for start, end in sorted(zip(starts, ends)):
+    for start, end in sorted(zip(starts, ends, strict=True)):
         if start > current_end:
             total += end - start
             current_end = end

@@ -26,7 +26,9 @@ The report (``version`` 1)::
         incomplete     [{group, problem}] from the raw listing
     calibration        n_solutions, n_passed, latest (newest passing: calgroup, calibrator,
                        transit_time, valid_start, valid_end, age_h, expired) or null,
-                       latest_attempt (newest solved: calgroup, calibrator, transit_time, passed, reason) or null
+                       latest_attempt (newest solved: calgroup, calibrator, transit_time, passed, reason) or null,
+                       next_transit (first calibrator transit at the pointing dec after the
+                       reference time, within 2 days: calibrator, transit_time) or null
     calibrator_flux    [{calibrator, calgroup, transit_time, flux_ratio, drifting}]: newest
                        measurement of each calibrator within the nights shown
     newest_observation ISO start of the newest group seen (null: none)
@@ -68,6 +70,10 @@ ALERTS = {
     "calibrator_flux_drift": "a calibrator's flux off its catalogue value by more than calibration.flux_alert_fraction",
     "data_stale": "the newest observation older than status.max_data_age_h (wall clock)",
     "database_damaged": "the product database fails SQLite's integrity check (contimg db check)",
+    "calibration_expiring": "the newest passing calibration expires within status.calibration_expiry_warn_h "
+                            "and no calibrator transits before it does",
+    "disk_low": "free space where the pipeline writes below run.min_free_gb (contimg run starts no job)",
+    "run_failed": "snakemake itself failed in the last contimg run",
 }
 
 #: Per-night group counts: key -> what it counts (also the Prometheus HELP).
@@ -234,6 +240,24 @@ def _calibration(database: Any, reference: dt.datetime | None) -> dict[str, Any]
     return out
 
 
+def _next_transit(config: Mapping[str, Any], reference: dt.datetime | None) -> dict[str, Any] | None:
+    """The first calibrator transit at the pointing declination after ``reference`` (within 2 days)."""
+    if reference is None:
+        return None
+    from ..calibration.calibrators import load_calibrators
+    from ..calibration.transits import calibrator_transits
+
+    cal = config["calibration"]
+    start = utc_naive(reference).replace(tzinfo=dt.UTC)
+    table = calibrator_transits(start, start + dt.timedelta(days=2), config["pointing"]["dec_deg"],
+                                cal["dec_tolerance_deg"], catalogue=load_calibrators(cal),
+                                min_apparent_jy=cal["calibrator_min_apparent_jy"])
+    if table.empty:
+        return None
+    first = table.iloc[0]
+    return {"calibrator": first["name"], "transit_time": _iso(dt.datetime.fromisoformat(first["transit_utc"]))}
+
+
 def _calibrator_flux(database: Any, since: dt.date | None, alert_fraction: float) -> list[dict[str, Any]]:
     """The newest measured flux ratio of each calibrator since ``since``."""
     if database is None or since is None:
@@ -308,6 +332,7 @@ def gather(
         newest = _newest(database, raw)
         reference = now or newest
         calibration = _calibration(database, reference)
+        calibration["next_transit"] = _next_transit(config, reference)
         flux = _calibrator_flux(database, shown[-1] if shown else None, limits["flux_alert_fraction"])
     for row in night_rows:
         row.pop("_ids")
@@ -386,6 +411,21 @@ def _calibration_alert(report: Mapping[str, Any], limit_h: float) -> dict[str, A
     return None
 
 
+def _expiry_alert(report: Mapping[str, Any], warn_h: float) -> dict[str, Any] | None:
+    """The newest passing calibration ends within ``warn_h`` of the reference time and no transit comes first."""
+    latest, reference = report["calibration"]["latest"], report["reference_time"]
+    if latest is None or not latest["valid_end"] or reference is None or latest["expired"]:
+        return None
+    left_h = (dt.datetime.fromisoformat(latest["valid_end"]) - dt.datetime.fromisoformat(reference)).total_seconds()
+    left_h /= 3600
+    nxt = report["calibration"].get("next_transit")
+    if left_h > warn_h or (nxt is not None and nxt["transit_time"] <= latest["valid_end"]):
+        return None
+    when = f"next transit {nxt['calibrator']} at {nxt['transit_time']}" if nxt else "no transit within 2 days"
+    return _alert("calibration_expiring", f"calibration {latest['calgroup']} ({latest['calibrator']}) expires at "
+                  f"{latest['valid_end']}, in {left_h:.1f} h, and nothing renews it before: {when}")
+
+
 def alerts(report: Mapping[str, Any], limits: Mapping[str, Any], wall_clock: dt.datetime) -> list[dict[str, Any]]:
     """The active alerts of a report under ``limits`` (:func:`thresholds`)."""
     out = [a for night in report["nights"] for a in _night_alerts(night, limits)]
@@ -395,6 +435,8 @@ def alerts(report: Mapping[str, Any], limits: Mapping[str, Any], wall_clock: dt.
     stale = _calibration_alert(report, limits["max_calibration_age_h"])
     if stale:
         out.append(stale)
+    elif expiring := _expiry_alert(report, limits["calibration_expiry_warn_h"]):
+        out.append(expiring)
     drifting = [f for f in report["calibrator_flux"] if f["drifting"]]
     if drifting:
         named = ", ".join(f"{f['calibrator']} x{f['flux_ratio']:.3f} ({f['calgroup']})" for f in drifting)
@@ -446,6 +488,8 @@ def _calibration_line(cal: Mapping[str, Any]) -> str:
             f"{state} until {latest['valid_end']}, age {_num(latest['age_h'], '.1f')} h")
     if attempt is not None and attempt["calgroup"] != latest["calgroup"]:
         line += f"; newer attempt {attempt['calgroup']} failed QA: {_one_line(attempt['reason'], 80)}"
+    if (nxt := cal.get("next_transit")) is not None:
+        line += f"; next transit {nxt['calibrator']} at {nxt['transit_time']}"
     return line
 
 
@@ -543,6 +587,11 @@ def render_prometheus(report: Mapping[str, Any]) -> str:
             _metric(out, "contimg_calibration_valid_end_timestamp_seconds",
                     "End of the newest passing calibration's validity (Unix time).",
                     [(_epoch(latest["valid_end"]), label)])
+    nxt = report["calibration"].get("next_transit")
+    if nxt is not None:
+        _metric(out, "contimg_next_calibrator_transit_timestamp_seconds",
+                "Next calibrator transit at the pointing declination after the reference time (Unix time).",
+                [(_epoch(nxt["transit_time"]), {"calibrator": nxt["calibrator"]})])
     _metric(out, "contimg_calibrator_flux_ratio", "Newest measured calibrator flux over its catalogue flux.",
             [(f["flux_ratio"], {"calibrator": f["calibrator"]}) for f in report["calibrator_flux"]])
     active = {a["name"] for a in report["alerts"]}

@@ -287,7 +287,7 @@ def nothing_selected(selection: Selection, n_groups: int) -> str:
     """The message for a mosaic whose selection finds no observation at all."""
     return (
         f"{selection.describe()}: none of the {n_groups} observation(s) in raw_dir falls in it, "
-        "so there is nothing to mosaic (no plan or mosaic is made)"
+        "so there is nothing to mosaic (its plan says so; no mosaic is made)"
     )
 
 
@@ -299,11 +299,26 @@ class Wiring:
     calls of these methods.
     """
 
-    def __init__(self, results_dir: str | os.PathLike, group_ids: Iterable[str], config: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        results_dir: str | os.PathLike,
+        group_ids: Iterable[str],
+        config: Mapping[str, Any],
+        held: Mapping[str, str] | None = None,
+        target_ids: Iterable[str] | None = None,
+    ) -> None:
+        """``held`` maps groups held back by a failure to why (not waited for, listed in
+        the plans they fall in); ``target_ids`` limits the days and hours of
+        ``mosaic.targets`` to those of these groups (a rolling run's window)."""
         self.results_dir = os.fspath(results_dir)
         self.cfg = config["mosaic"]
         excluded = set(self.cfg.get("exclude_groups") or ())
-        self.index = GroupIndex([g for g in group_ids if g not in excluded], config["pointing"]["dec_deg"])
+        dec = config["pointing"]["dec_deg"]
+        self.index = GroupIndex([g for g in group_ids if g not in excluded], dec)
+        self.held = dict(held or {})
+        self.held_index = GroupIndex([g for g in self.held if g not in excluded], dec)
+        self.target_index = self.index if target_ids is None else GroupIndex(
+            [g for g in target_ids if g not in excluded], dec)
 
     def selection(self, tier: str, name: str) -> Selection:
         return selection_for(tier, name, self.cfg, self.index.newest)
@@ -312,18 +327,26 @@ class Wiring:
         """The plan rule's inputs: images, primary beams and QA sidecars of the candidate groups.
 
         The sidecars are inputs too, so an image whose QA is revised (its
-        sidecar rewritten) is re-planned like a new one. Raises :class:`MosaicError` with a clear message when no observation
-        falls in the mosaic, so no plan or mosaic is ever made for it.
+        sidecar rewritten) is re-planned like a new one. With no candidate the
+        lists are empty: the plan is written empty with the reasons
+        (:meth:`left_out`) and build_mosaic refuses it.
         """
         selection = self.selection(tier, name)
         groups = self.index.candidates(selection)
-        if not groups:
-            raise MosaicError(nothing_selected(selection, len(self.index.ids)))
         return {
             "images": [naming.product_path(self.results_dir, "image", g) for g in groups],
             "pbs": [naming.product_path(self.results_dir, "pb", g) for g in groups],
             "sidecars": [naming.sidecar_path(naming.product_path(self.results_dir, "image", g)) for g in groups],
         }
+
+    def left_out(self, tier: str, name: str) -> dict[str, str]:
+        """Groups of the mosaic's selection the plan goes without -> why (held back by a
+        failure); with no candidate at all, the empty selection itself (key ``""``)."""
+        selection = self.selection(tier, name)
+        why = {g: self.held[g] for g in self.held_index.candidates(selection)}
+        if not self.index.candidates(selection) and not why:
+            why[""] = nothing_selected(selection, len(self.index.ids))
+        return why
 
     def resource(self, tier: str, key: str) -> Any:
         """``mosaic.tiers.<tier>.resources.<key>``."""
@@ -333,5 +356,21 @@ class Wiring:
         """Paths of the ``mosaic.targets`` mosaics that have observations (none when disabled), and notes."""
         if not self.cfg["enabled"]:
             return [], []
-        found, notes = target_names(self.index, self.cfg)
+        # Mosaics whose every observation is held back by a failure are targets too:
+        # their plan is made, empty, with the reasons (the workflow builds no mosaic
+        # from an empty plan: see rule mosaic_outcome).
+        everything = GroupIndex(self.target_index.ids + self.held_index.ids, self.index.dec_deg)
+        found, notes = target_names(everything, self.cfg)
+        for tier, name in found:
+            selection = self.selection(tier, name)
+            if not self.index.candidates(selection):
+                notes.append(f"{selection.describe()}: every observation is held back; its plan says why")
         return [naming.mosaic_path(self.results_dir, tier, name, kind) for tier, name in found], notes
+
+
+def plan_keeps_images(plan: str | os.PathLike) -> bool:
+    """Whether a written plan file chose at least one image (read after the plan job)."""
+    import json
+
+    with open(plan, encoding="utf-8") as f:
+        return bool(json.load(f).get("images"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -152,6 +153,15 @@ def check_readable(grouping: Grouping, raw_dir: str | os.PathLike) -> Grouping:
     if not problems:
         return grouping
     return Grouping([_mark(g, problems) for g in grouping.groups], grouping.invalid, grouping.ignored)
+
+
+def newest_mtime(raw_dir: str | os.PathLike, group: Group) -> float:
+    """Newest modification time (Unix seconds) of a group's files; a vanished file counts as now."""
+    names = list(group.files.values()) + [n for dup in group.duplicates.values() for n in dup]
+    try:
+        return max((os.stat(os.path.join(raw_dir, name)).st_mtime for name in names), default=0.0)
+    except FileNotFoundError:
+        return time.time()
 
 
 def _mark(group: Group, problems: Mapping[str, str]) -> Group:

@@ -171,9 +171,14 @@ def _averaging_plan(ms: str, config: Mapping[str, Any]):
                                           channels=cfg["average_channels"], integrations=cfg["average_integrations"])
 
 
-def calibrator_flux(caltables: Sequence[str], table: str, config: Mapping[str, Any], log: str | None = None):
-    """Rule ``calibrator_flux``: every solution's calibrator flux against its catalogue flux."""
-    with stage_run("calibrator_flux", config, {}, log) as run:
+def calibrator_flux(caltables: Sequence[str], table: str, config: Mapping[str, Any], log: str | None = None,
+                    left_out: Mapping[str, str] | None = None):
+    """Rule ``calibrator_flux``: every solution's calibrator flux against its catalogue flux.
+
+    ``left_out`` maps calibrator transits the workflow did not wait for (a
+    failed solve held back) to why: logged and listed in the sidecar.
+    """
+    with stage_run("calibrator_flux", config, {}, log, left_out=left_out) as run:
         records = [provenance.read_sidecar(provenance.sidecar_path(c)) for c in caltables]
         result = fluxmon.monitor(records, config["calibration"]["flux_alert_fraction"])
         for row in result.itertuples():
@@ -184,5 +189,6 @@ def calibrator_flux(caltables: Sequence[str], table: str, config: Mapping[str, A
         alerts = result[result.alert]
         run.publish(table, kind="calflux", inputs=caltables, qa={
             "n_solutions": len(result), "n_measured": int(result.flux_ratio.notna().sum()), "n_alerts": len(alerts),
-            "alerts": [f"{r.calibrator} ({r.calgroup}): {r.note}" for r in alerts.itertuples()]})
+            "alerts": [f"{r.calibrator} ({r.calgroup}): {r.note}" for r in alerts.itertuples()],
+            "n_left_out": len(run.left_out)})
     return result

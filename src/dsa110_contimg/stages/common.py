@@ -41,8 +41,10 @@ def describe(wildcards: Mapping[str, Any]) -> str:
 class StageRun:
     """What a stage writes through: atomic outputs, sidecars, products to register."""
 
-    def __init__(self, rule: str, config: Mapping[str, Any], wildcards: Mapping[str, Any], logger: logging.Logger):
+    def __init__(self, rule: str, config: Mapping[str, Any], wildcards: Mapping[str, Any], logger: logging.Logger,
+                 left_out: Mapping[str, str] | None = None):
         self.rule = rule
+        self.left_out = dict(sorted((left_out or {}).items()))
         self.config = config
         self.wildcards = dict(wildcards)
         self.logger = logger
@@ -74,10 +76,13 @@ class StageRun:
         """Write ``product``'s sidecar (the product is complete) and queue it for registration."""
         if group is None and kind != "calflux":
             group = self.wildcards.get("group") or self.wildcards.get("calgroup")
+        extra = dict(extra or {})
+        if self.left_out:
+            extra["left_out"] = [{"group": g, "reason": why} for g, why in self.left_out.items()]
         provenance.write_sidecar(
             product, kind=kind, group=group, inputs=[os.fspath(p) for p in inputs], config=dict(self.config),
             qa=dict(qa or {}), timings=dict(timings or {"wall_s": self.elapsed_s}), status=status,
-            extra=dict(extra) if extra else None,
+            extra=extra or None,
         )
         self.published.append(os.fspath(product))
 
@@ -89,11 +94,16 @@ def stage_run(
     wildcards: Mapping[str, Any] | None = None,
     log: str | os.PathLike | None = None,
     record: bool = True,
+    left_out: Mapping[str, str] | None = None,
 ) -> Iterator[StageRun]:
     """Run one job of ``rule`` (see the module docstring).
 
     ``record=False`` neither records the job nor registers its products (a
-    stage run by hand or by a benchmark, without a database).
+    stage run by hand or by a benchmark, without a database). ``left_out``
+    (fan-ins) maps the groups the workflow went without (held back by a
+    failure, incomplete) to why: logged, and listed in every sidecar the run
+    publishes (``left_out``), so one bad observation withholds nothing and
+    hides nothing.
     """
     wildcards = dict(wildcards or {})
     what = describe(wildcards)
@@ -108,7 +118,9 @@ def stage_run(
     logger = LOGGER
     logger.setLevel(logging.INFO)
     logger.info("%s %s: start", rule, what)
-    run = StageRun(rule, config, wildcards, logger)
+    run = StageRun(rule, config, wildcards, logger, left_out)
+    for group, why in run.left_out.items():
+        logger.warning("left out %s: %s", group or "everything", why)
     try:
         with ExitStack() as stack:
             if record:

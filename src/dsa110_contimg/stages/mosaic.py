@@ -8,6 +8,7 @@ the reasons, so no empty mosaic is ever written or registered.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -43,11 +44,15 @@ def plan_mosaic(
     config: Mapping[str, Any],
     selection: Mapping[str, Any] | None = None,
     log: str | None = None,
+    left_out: Mapping[str, str] | None = None,
 ) -> dict:
     """Rule ``plan_mosaic``: candidate images (+ their beams) -> the plan file, sidecar, database row.
 
     ``selection`` is :meth:`Selection.to_dict` as the rule's params computed
     it at parse time (None: computed here from the config and the images).
+    ``left_out`` maps groups of the selection that the workflow did not wait
+    for (held back by a failure) to why, key ``""`` an empty selection's
+    reason: they join the plan's rejected list, so an empty plan says why.
     """
     if len(images) != len(pbs):
         raise ValueError(f"{len(images)} images but {len(pbs)} primary beams")
@@ -56,8 +61,9 @@ def plan_mosaic(
         sel = _selection(tier, name, images, config, selection)
         opts = mosaic_wiring.TierOptions.from_config(config["mosaic"]["tiers"][tier])
         result = mosaic_plan.make_plan(sel, opts, list(zip(images, pbs)))
+        result.rejected.extend({"group": g, "image": "", "reason": why} for g, why in sorted((left_out or {}).items()))
         for r in result.rejected:
-            logger.info("left out %s: %s", r["image"], r["reason"])
+            logger.info("left out %s: %s", r["image"] or r["group"] or "everything", r["reason"])
         summary = result.summary()
         if result.images:
             logger.info("%s: %d of %d candidate images, %s grid %s, about %.0f MB to build", sel.describe(),
@@ -131,6 +137,27 @@ def qa_mosaic(
         inputs = [mosaic_fits, noise] + ([path] if path else [])
         run.publish(png, kind="mosaic_qa", inputs=inputs, qa=qa, status="ok" if qa["grade"] != "bad" else "failed_qa")
     return qa
+
+
+def mosaic_outcome(plan: str, qa: str | None, outcome: str, config: Mapping[str, Any],
+                   log: str | None = None) -> dict:
+    """Rule ``mosaic_outcome``: what became of one mosaic, from its plan (and QA, when built).
+
+    ``{tier, name, built, plan, mosaic, qa, n_images, left_out: [{group, image, reason}]}``:
+    a workflow record (the default target's per mosaic), not a registered product.
+    """
+    tier, name, _ = naming.parse_mosaic_path(plan)
+    with stage_run("mosaic_outcome", config, {"tier": tier, "mosaic": name}, log, record=False) as run:
+        record = json.loads(Path(plan).read_text(encoding="utf-8"))
+        built = qa is not None
+        result = {
+            "tier": tier, "name": name, "built": built, "plan": plan,
+            "mosaic": naming.mosaic_path(config["results_dir"], tier, name) if built else None,
+            "qa": qa, "n_images": len(record.get("images") or []), "left_out": record.get("rejected") or [],
+        }  # fmt: skip
+        with run.output(outcome) as tmp:
+            Path(tmp).write_text(json.dumps(result, indent=1, sort_keys=True), encoding="utf-8")
+    return result
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:

@@ -197,8 +197,12 @@ def lightcurves(
     mem_mb: int | None = None,
     register: bool = True,
     new_source_files: Sequence[str] = (),
+    left_out: Mapping[str, str] | None = None,
 ) -> dict:
     """Rule ``lightcurves``: the fan-in over all photometry tables; returns the QA figures.
+
+    ``left_out`` maps the groups the workflow did not wait for (held back by a
+    failure, incomplete) to why: logged and listed in the sidecars.
 
     ``outputs`` maps ``lightcurves``, ``variability``, ``ese_candidates``
     (and optionally ``lightcurve_epochs``, ``ese_plot``) to paths (see
@@ -206,9 +210,10 @@ def lightcurves(
     then registers the three products.
     """
     opts = LightcurveOptions.from_config(config, mem_mb)
-    with stage_run("lightcurves", config, {}, log, record=register) as run:
+    with stage_run("lightcurves", config, {}, log, record=register, left_out=left_out) as run:
         logger = run.logger
         qa = build_lightcurves(photometry_files, outputs, opts, logger, new_source_files=new_source_files)
+        qa["n_groups_left_out"] = len(run.left_out)
         wall = run.elapsed_s
         timings = {"wall_s": wall, "read_s": qa.pop("read_s"), "lightcurves_s": qa.pop("lightcurves_s")}
         inputs = list(photometry_files)

@@ -19,7 +19,6 @@ they left out, and why (:meth:`RunPlan.left_out`).
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -211,19 +210,6 @@ def build(config: Mapping[str, Any], names: list[str] | None = None) -> RunPlan:
 def _mosaic_wildcards(path: str) -> dict[str, str]:
     tier, name, _ = naming.parse_mosaic_path(path)
     return {"tier": tier, "mosaic": name}
-
-
-def rolling_candidates(plan: RunPlan) -> dict[str, grouping.Group]:
-    """The groups a rolling run may plan: its window and, before it, those whose
-    calibration may serve it (``calibration.max_separation_h``); the survey's
-    history is not asked about (the held-back query stays the window's size)."""
-    if plan.target_ids is None:
-        return dict(plan.groups)
-    if not plan.target_ids:
-        return {}
-    margin = dt.timedelta(hours=plan.config["calibration"]["max_separation_h"])
-    first = naming.format_timestamp(naming.parse_timestamp(plan.target_ids[0]) - margin)
-    return {g: v for g, v in plan.groups.items() if g >= first}
 
 
 def preflight(config: Mapping[str, Any]) -> list[str]:

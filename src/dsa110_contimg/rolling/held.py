@@ -20,6 +20,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from .. import naming
 from ..raw import grouping
 from ..raw.grouping import newest_mtime
 
@@ -56,6 +57,22 @@ def latest_failures(config: Mapping[str, Any], group_ids: list[str]) -> dict[str
                 out.setdefault(group, {"rule": rule, "reason": run.message or "(no reason recorded)",
                                        "finished": run.finished or run.started, "log": run.log_path})
     return out
+
+
+def window_candidates(config: Mapping[str, Any]) -> dict[str, grouping.Group]:
+    """The complete, settled groups a rolling run may plan: its window and, before it, those
+    whose calibration may serve it (``calibration.max_separation_h``). Names and stats only
+    (no calibration plan): the survey's history is not asked about."""
+    from . import window
+
+    raw = config["raw_dir"]
+    found = grouping.group_files(grouping.raw_names(raw), tolerance_s=config["grouping"]["tolerance_s"],
+                                 n_subbands=config["grouping"]["n_subbands"])
+    picked = window.select(grouping.check_readable(found, raw), raw, config["run"])
+    if picked.window_start is None:
+        return {}
+    first = naming.format_timestamp(picked.window_start - dt.timedelta(hours=config["calibration"]["max_separation_h"]))
+    return {g.id: g for g in picked.grouping.complete if g.id >= first}
 
 
 def held_back(

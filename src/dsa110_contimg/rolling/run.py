@@ -94,12 +94,10 @@ def held_back(config: Mapping[str, Any], retry_failed: bool) -> dict[str, str]:
     whose latest job failed and whose cause has not changed (:mod:`.held`) -> why."""
     if retry_failed:
         return {}
-    from .. import run_plan
     from .held import held_back as find_held
+    from .held import window_candidates
 
-    rolling = {**config, "run": {**config["run"], "rolling": True, "hold": {}}}
-    plan = run_plan.build(rolling)
-    return find_held(config, run_plan.rolling_candidates(plan), config["raw_dir"])
+    return find_held(config, window_candidates(config), config["raw_dir"])
 
 
 def _override_file(config: Mapping[str, Any], hold: Mapping[str, str]) -> str:

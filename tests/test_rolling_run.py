@@ -20,6 +20,7 @@ from pathlib import Path
 import h5py
 import pandas as pd
 import pytest
+from astropy.io import fits
 from promstack import promstack
 from simdata import SMALL, simulate, transit_start
 
@@ -121,7 +122,7 @@ def rolled(tmp_path_factory, repo_root, receiver):
         # Tiny arrays make noisy images: grade none bad, so the light curves take them.
         "catalogue": {"path": "truth/sky.csv"},
         "imaging": {"imsize": 512, "grade": {"bad_rms_ratio": 1000, "marginal_rms_ratio": 999}},
-        "run": {"settle_s": 5, "min_free_gb": 0.001}, "retention": {"intermediates": "temp"},
+        "run": {"settle_s": 5, "min_free_gb": 0.001}, "retention": {"intermediates": "temp", "compress_images": True, "psf_pixels": 128},
         "notify": {"webhook": {"url": receiver.url, "secret": SECRET}, "source": "test"},
     }))
     results = tmp_path / "results"
@@ -209,7 +210,13 @@ def test_intermediates_are_removed_once_used_and_not_remade(rolled):
     assert "Nothing to be done" in rolled["run2"].stdout + rolled["run2"].stderr, "nothing is remade"
     kept = rolled["kept"]
     print(json.dumps(kept, indent=1))
-    assert "calibrated_ms" not in kept["bytes"] and kept["n_observations"] == len(imaged)
+    assert "calibrated" not in kept["bytes"] and kept["n_observations"] == len(imaged)
+    # The images are kept tile-compressed (the light curves above were measured on them), the PSF cropped.
+    image = results / naming.product_path("", "image", imaged[-1])
+    with fits.open(image) as hdul:
+        assert hdul[0].data is None and isinstance(hdul[1], fits.CompImageHDU)
+    assert fits.getdata(results / naming.product_path("", "psf", imaged[-1])).shape[-2:] == (128, 128)
+    assert image.stat().st_size < 512 * 512 * 4 / 3
 
 
 def test_a_second_run_exits_at_once_while_one_holds_the_lock(rolled):

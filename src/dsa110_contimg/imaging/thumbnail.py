@@ -50,11 +50,12 @@ def render(
     from matplotlib.figure import Figure
     from matplotlib.patches import Ellipse
 
+    from dsa110_contimg.fitsimage import image_hdu
     from dsa110_contimg.stats import robust_rms
 
     with fits.open(image_fits) as hdul:
-        header = hdul[0].header
-        data = np.asarray(hdul[0].data, float)
+        header = image_hdu(hdul).header
+        data = np.asarray(image_hdu(hdul).data, float)
     wcs = WCS(header).celestial
     factor = int(np.ceil(max(data.shape) / max_pixels))
     shown = _block_mean(data, factor)
@@ -85,7 +86,7 @@ def render(
 
     if pb_fits is not None:
         with fits.open(pb_fits) as hdul:
-            pb = _block_mean(np.asarray(hdul[0].data, float), factor)
+            pb = _block_mean(np.asarray(image_hdu(hdul).data, float), factor)
         levels = sorted({0.5, pb_cutoff} - {None})
         if np.nanmax(pb) > min(levels):
             cs = ax.contour(np.nan_to_num(pb), levels=levels, colors="cyan", linewidths=0.8,

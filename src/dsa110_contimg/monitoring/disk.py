@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Mapping
 from typing import Any
 
+from .. import naming
 from .status import _metric
 
 GB = 1e9
@@ -56,28 +57,24 @@ def render(disks: list[dict[str, Any]]) -> str:
     return "\n".join(out) + "\n" if out else ""
 
 
-#: Product classes of the results folder, by (sub)folder and name ending; first match wins.
-KEPT_CLASSES = (
-    ("ms", "ms/", ".ms"),
-    ("calibrated_ms", "calibrated/", ".ms"),
-    ("image", "images/", ".image.fits"),
-    ("residual", "images/", ".residual.fits"),
-    ("psf", "images/", ".psf.fits"),
-    ("pb", "images/", ".pb.fits"),
-    ("pbcor", "images/", ".pbcor.fits"),
-    ("thumbnail", "images/", ".png"),
-    ("photometry", "photometry/", ""),
-    ("caltables", "caltables/", ""),
-    ("sidecars", "", ".json"),
-    ("logs+benchmarks", "logs/", ""),
-    ("logs+benchmarks", "benchmarks/", ""),
-)
-
-
 def _size(path: str) -> int:
     if os.path.isdir(path):
         return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
     return os.path.getsize(path)
+
+
+def _kept_class(path: str, top: str) -> str:
+    """A per-observation product's kind (naming.PRODUCTS), ``sidecars``, ``logs+benchmarks``,
+    or ``shared`` (fan-ins, mosaics, the database: not per observation)."""
+    if top in ("logs", "benchmarks"):
+        return "logs+benchmarks"
+    try:
+        kind, wildcards = naming.parse_product_path(path)
+    except ValueError:
+        return "shared"
+    if path.endswith(".json") and not naming.PRODUCTS[kind].template.endswith(".json"):
+        return "sidecars"
+    return kind if {"group", "calgroup"} & set(wildcards) else "shared"
 
 
 def kept_by_product(results_dir: str | os.PathLike, raw_dir: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -94,11 +91,7 @@ def kept_by_product(results_dir: str | os.PathLike, raw_dir: str | os.PathLike |
         base = os.path.join(results, top)
         entries = [os.path.join(top, e) for e in os.listdir(base)] if os.path.isdir(base) else [top]
         for rel in entries:
-            name = rel.replace(os.sep, "/")
-            kind = next((k for k, folder, end in KEPT_CLASSES
-                         if name.startswith(folder) and name.endswith(end) and (folder or end)), "shared")
-            if name.endswith(".json") and kind not in ("logs+benchmarks",):
-                kind = "sidecars"
+            kind = _kept_class(os.path.join(results, rel), top)
             totals[kind] = totals.get(kind, 0) + _size(os.path.join(results, rel))
     images = os.path.join(results, "images")
     n_obs = sum(1 for f in os.listdir(images) if f.endswith(".image.fits.json")) if os.path.isdir(images) else 0

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .. import naming, provenance
+from ..fitsimage import read_header
 from . import (
     BASE_MEMORY_MB,
     BYTES_PER_INPUT_PIXEL,
@@ -157,8 +158,6 @@ class Plan:
 
 def read_entry(image: str | os.PathLike, pb: str | os.PathLike) -> ImageEntry:
     """An :class:`ImageEntry` from an image's sidecar and FITS header; ValueError says what is wrong."""
-    from astropy.io import fits
-
     image, pb = os.fspath(image), os.fspath(pb)
     record = provenance.read_sidecar(provenance.sidecar_path(image))
     qa = record.get("qa") or {}
@@ -171,7 +170,7 @@ def read_entry(image: str | os.PathLike, pb: str | os.PathLike) -> ImageEntry:
     if not os.path.exists(pb):
         raise ValueError(f"primary beam {pb} does not exist")
     try:
-        header = fits.getheader(image)
+        header = read_header(image)
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot read the FITS header of {image}: {exc}") from None
     wcs = _celestial(header, image)
@@ -318,9 +317,7 @@ def _unit(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
 
 def _outline(entry: ImageEntry, n: int = 9) -> tuple[np.ndarray, np.ndarray]:
     """RA, Dec of points along an image's edges (from its FITS header)."""
-    from astropy.io import fits
-
-    wcs = _celestial(fits.getheader(entry.image), entry.image)
+    wcs = _celestial(read_header(entry.image), entry.image)
     ny, nx = entry.shape
     t = np.linspace(0, 1, n)
     x = np.concatenate([t * (nx - 1), np.full(n, nx - 1.0), t * (nx - 1), np.zeros(n)])
@@ -340,8 +337,6 @@ def grid_for(entries: Sequence[ImageEntry], pixel_arcsec: float, projection: str
     strip at constant Dec a band of rows) and pixels square on the sky at the
     centre's declination.
     """
-    from astropy.io import fits
-
     if projection not in ("TAN", "SIN", "CAR"):
         raise MosaicError(f"projection {projection!r}: TAN, SIN or CAR")
     ras, decs = [], []
@@ -361,7 +356,7 @@ def grid_for(entries: Sequence[ImageEntry], pixel_arcsec: float, projection: str
             f"{name}: the images reach {radius:.0f} deg from their centre, too wide for a {projection} grid "
             f"(at most {MAX_RADIUS_DEG[projection]:g} deg): use projection CAR, a region or a shorter time span"
         )
-    header = fits.getheader(entries[0].image)
+    header = read_header(entries[0].image)
     radesys = str(header.get("RADESYS", "ICRS")).strip() or "ICRS"
     equinox = float(header["EQUINOX"]) if radesys in ("FK5", "FK4") and "EQUINOX" in header else None
     pix = pixel_arcsec / 3600.0

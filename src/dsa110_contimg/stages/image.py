@@ -16,7 +16,7 @@ from dsa110_contimg.imaging import imager as imaging
 from dsa110_contimg.imaging import primary_beam, thumbnail
 from dsa110_contimg.imaging import qa as image_qa
 
-from .. import naming
+from .. import fitsimage, naming
 from .common import stage_run
 
 #: The products of one image job, by kind (the registry's kinds of rule ``image``).
@@ -139,6 +139,7 @@ def image(
                 "image": result.files["image"], "residual": result.files["residual"], "psf": result.files["psf"],
                 "pb": pb_file, "pbcor": pbcor_file, "thumbnail": png,
             }
+            _bound_disk(made, config["retention"])
             for kind in OUTPUT_KINDS:
                 with run.output(final[kind]) as tmp:
                     os.replace(made[kind], tmp)
@@ -162,3 +163,12 @@ def image(
         if qa["grade"] == "bad":
             logger.warning("%s is graded bad: %s", final["image"], "; ".join(qa["grade_reasons"]))
     return qa
+
+
+def _bound_disk(made: dict[str, Path], retention: dict) -> None:
+    """What the image stage keeps (retention): the PSF's centre only, the images tile-compressed."""
+    if retention["psf_pixels"]:
+        fitsimage.crop_centre(made["psf"], retention["psf_pixels"])
+    if retention["compress_images"]:
+        for kind, level in fitsimage.QUANTIZE.items():
+            fitsimage.compress(made[kind], level)

@@ -143,7 +143,7 @@ def test_demo_workflow_runs_through_slurm(demo_run):
     slurm_logs = {p: p.read_text() for p in (workdir / "logs" / "slurm").rglob("*.log")}
     with_convert = [p for p, text in slurm_logs.items() if "rule convert:" in text]
     assert len(with_convert) == 1, f"the test profile groups the converts: {with_convert}"
-    ran = set(re.findall(r"^(?:local)?rule (\w+):", "\n".join(slurm_logs.values()), re.M))
+    ran = set(re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):", "\n".join(slurm_logs.values()), re.M))
     assert {"convert", "solve_calibration", "apply_calibration", "image", "photometry", "lightcurves",
             "plan_mosaic", "build_mosaic", "qa_mosaic"} <= ran, ran  # fmt: skip
 

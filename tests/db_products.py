@@ -160,14 +160,19 @@ def make_caltable(results: Path, calgroup: str, ms: Path, *, passed: bool = True
     return product
 
 
-def make_calibrated(results: Path, group: str, ms: Path, caltable: Path, *, inside: bool = False) -> Path:
-    """``inside``: name a table inside the caltable folder as the input, as a stage may."""
+def make_calibrated(
+    results: Path, group: str, ms: Path, caltable: Path, *, inside: bool = False, rfi: float = 0.02
+) -> Path:
+    """``inside``: name a table inside the caltable folder as the input, as a stage may;
+    ``rfi``: the fraction newly flagged as RFI (on top of the MS's 0.1)."""
     product = _dir_product(Path(naming.product_path(results, "calibrated", group)))
     start = dt.datetime.fromisoformat(group)
     qa = {
         "caltable": caltable.name,
         "separation_h": 0.1,
-        "flagged_fraction": 0.12,
+        "flagged_before": 0.1,
+        "rfi_flagged_fraction": rfi,
+        "flagged_fraction": 0.1 + rfi,
         "n_channels": 96,
         "ra_deg": 120.5,
         "dec_deg": 16.1,
@@ -232,7 +237,9 @@ def make_photometry(results: Path, group: str, image: Path, n: int = 50, seed: i
     return product
 
 
-def make_chain(raw: Path, results: Path, group: str = GROUP, calgroup: str = CALGROUP, **image_kw) -> dict[str, Path]:
+def make_chain(
+    raw: Path, results: Path, group: str = GROUP, calgroup: str = CALGROUP, *, rfi: float = 0.02, **image_kw
+) -> dict[str, Path]:
     """Raw files -> MS -> calibrated (with a caltable from the calibrator group) -> image -> photometry."""
     paths: dict[str, Path] = {}
     cal_ms = Path(naming.ms_path(results, calgroup))
@@ -244,7 +251,7 @@ def make_chain(raw: Path, results: Path, group: str = GROUP, calgroup: str = CAL
     paths["cal_ms"], paths["caltable"] = cal_ms, caltable
     paths["raw"] = make_raw(raw, group)
     paths["ms"] = make_ms(results, group, paths["raw"])
-    paths["calibrated"] = make_calibrated(results, group, paths["ms"], caltable)
+    paths["calibrated"] = make_calibrated(results, group, paths["ms"], caltable, rfi=rfi)
     paths["image"] = make_image(results, group, paths["calibrated"], **image_kw)
     paths["photometry"] = make_photometry(results, group, paths["image"])
     return paths

@@ -1,7 +1,8 @@
 """Schema revisions: create, upgrade from the foundation's database, refuse newer ones.
 
 On SQLite and on a real PostgreSQL server. Revision 0001 is the schema the
-foundation's code created (without Alembic); 0002 the full schema.
+foundation's code created (without Alembic); 0002 the full schema; 0003 adds
+the calibrated MS's RFI-flagged fraction.
 """
 
 from __future__ import annotations
@@ -154,6 +155,31 @@ def test_downgrade_keeps_the_measurement_sets(db_url, dirs):
         assert database.list_products("image") == []
         assert not database.sync(results, raw).problems
         assert len(database.list_products()) == 6
+
+
+def test_rfi_column_is_filled_from_the_qa_on_upgrade_from_0002(db_url, dirs):
+    """A database at 0002 holds calibrated MSs registered without the column: 0003 fills it
+    from the sidecar QA the rows carry (a sidecar without the key stays null)."""
+    raw, results = dirs
+    chain = make_chain(raw, results, rfi=0.043)
+    with Database(db_url) as database:
+        database.sync(results, raw)
+        database.downgrade("0002")
+        assert database.revision() == "0002"
+    engine = make_engine(db_url)
+    with engine.connect() as connection:
+        columns = {c["name"] for c in sa.inspect(connection).get_columns("calibrated_ms")}
+    engine.dispose()
+    assert "rfi_flagged_fraction" not in columns and "flagged_fraction" in columns
+    with Database(db_url, check_schema=False) as database:
+        assert database.upgrade() == ("0002", HEAD_REVISION)
+    assert schema_differences(db_url) == []
+    with Database(db_url) as database:
+        (row,) = database.list_products("calibrated")
+        assert row["path"] == str(chain["calibrated"])
+        assert (row["rfi_flagged_fraction"], row["flagged_fraction"]) == (0.043, pytest.approx(0.143))
+        assert database.night(GROUP[:10])["groups"][-1]["rfi_flagged_fraction"] == 0.043
+        assert not database.sync(results, raw).problems
 
 
 def test_newer_revision_is_refused(db_url):

@@ -39,7 +39,7 @@ from dsa110_contimg.calibration import fluxmon
 from dsa110_contimg.config import load_config
 from dsa110_contimg.db import Database
 from dsa110_contimg.monitoring import status
-from dsa110_contimg.provenance import atomic_output, read_sidecar, write_sidecar
+from dsa110_contimg.provenance import atomic_output, read_sidecar, sidecar_path, write_sidecar
 from dsa110_contimg.raw.grouping import group_files
 
 CONTIMG = Path(sys.executable).with_name("contimg")
@@ -118,7 +118,20 @@ def test_products_night_shows_a_failed_group_with_its_raw_files(run):
     row = next(r for r in summary["groups"] if r["group"] == run["groups"][0])
     assert row["raw"] == "16/16" and row["complete"] is True and not row["converted"]
     assert run["bad"].name in row["failed"][0]
+    assert row["flagged_fraction"] is None and row["rfi_flagged_fraction"] is None
     assert summary["totals"]["incomplete"] == 0 and summary["totals"]["failed"] == 1
+    for group in run["groups"][1:]:  # calibrated: the sidecar's figures, per group
+        qa = read_sidecar(sidecar_path(naming.product_path(run["dir"] / "results", "calibrated", group)))["qa"]
+        row = next(r for r in summary["groups"] if r["group"] == group)
+        assert (row["flagged_fraction"], row["rfi_flagged_fraction"]) == pytest.approx(
+            (qa["flagged_fraction"], qa["rfi_flagged_fraction"])
+        )
+    text = subprocess.run([str(CONTIMG), "products", "night", night, "--config", str(run["dir"] / "run.yaml")],
+                          cwd=run["dir"], capture_output=True, text=True, timeout=120).stdout  # fmt: skip
+    header = next(line for line in text.splitlines() if line.startswith("group"))
+    assert header.split()[:6] == ["group", "raw", "stage", "grade", "flagged", "rfi"]
+    line = next(line for line in text.splitlines() if line.startswith(run["groups"][2]))
+    assert line.split()[-2:] == [f"{qa['flagged_fraction']:.3f}", f"{qa['rfi_flagged_fraction']:.3f}"]
 
 
 def test_json_report(run):
@@ -140,6 +153,11 @@ def test_json_report(run):
     assert run["bad"].name in failure["reason"] and Path(failure["log"]).exists()
     assert night["n_images"] == 2 and night["image_rms_over_thermal"] > 0
     assert 0 <= night["flagged_fraction"] < 1
+    # RFI flagging of the two calibrated groups (apply_calibration's sidecars): their median
+    rfi = [read_sidecar(sidecar_path(naming.product_path(run["dir"] / "results", "calibrated", g)))["qa"]["rfi_flagged_fraction"]
+           for g in run["groups"][1:]]  # fmt: skip
+    assert night["rfi_flagged_fraction"] == pytest.approx(sum(rfi) / 2)
+    assert 0 <= night["rfi_flagged_fraction"] <= night["flagged_fraction"]
     latest = report["calibration"]["latest"]
     assert latest["calgroup"] == run["groups"][2] and latest["calibrator"] == "3C286"
     transit = dt.datetime.fromisoformat(latest["transit_time"])
@@ -181,6 +199,10 @@ def test_prometheus_export_and_atomic_file(run):
     assert metrics["contimg_alert"]['contimg_alert{alert="calibration_stale"}'] == 0
     assert len(metrics["contimg_alert"]) == len(status.ALERTS)
     assert metrics["contimg_database_present"] == {"contimg_database_present": 1}
+    rfi = json.loads(contimg_status(run["dir"], run["dir"] / "run.yaml", "--json").stdout)["nights"][0]
+    assert metrics["contimg_night_rfi_flagged_fraction"] == {
+        f'contimg_night_rfi_flagged_fraction{{night="{night}"}}': pytest.approx(rfi["rfi_flagged_fraction"])
+    }
 
     config = load_config(run["dir"] / "run.yaml", {"results_dir": str(run["dir"] / "results"),
                                                    "raw_dir": str(run["dir"] / "raw")})  # fmt: skip
@@ -281,8 +303,8 @@ def test_alerts_from_registered_qa(tmp_path):
     raw, results = tmp_path / "raw", tmp_path / "results"
     raw.mkdir()
     calgroup = "2025-06-15T07:55:00"
-    chains = [make_chain(raw, results, "2025-06-15T08:00:03", calgroup, rms=0.8e-3),
-              make_chain(raw, results, "2025-06-15T08:05:12", calgroup, rms=5.6e-3)]  # fmt: skip
+    chains = [make_chain(raw, results, "2025-06-15T08:00:03", calgroup, rfi=0.01, rms=0.8e-3),
+              make_chain(raw, results, "2025-06-15T08:05:12", calgroup, rfi=0.05, rms=5.6e-3)]  # fmt: skip
     for path in make_raw(raw, "2025-06-15T08:10:21", subbands=range(12)):
         os.utime(path, (time.time() - 3600,) * 2)  # written an hour ago, not still being written
     write_calflux(results, chains[0]["caltable"], calgroup, ratio=1.3)
@@ -294,14 +316,16 @@ def test_alerts_from_registered_qa(tmp_path):
     assert night["totals"] == {"seen": 4, "incomplete": 1, "converted": 3, "calibrated": 2, "imaged": 2,
                                "failed": 0, "failed_jobs": 0}  # fmt: skip
     assert night["image_rms_over_thermal"] == pytest.approx((0.8e-3 + 5.6e-3) / 2 / 0.7e-3)
-    # flagged: the calibrated MSs' 0.12 (their MSs' 0.1 overridden), the calibrator group's MS 0.1
-    assert night["flagged_fraction"] == pytest.approx(0.12)
+    # flagged: the calibrated MSs' 0.11 and 0.15 (0.1 flagged before, 0.01 and 0.05 newly as RFI;
+    # their MSs' 0.1 overridden), the calibrator group's MS 0.1 (not calibrated: no RFI figure)
+    assert night["flagged_fraction"] == pytest.approx(0.11)
+    assert night["rfi_flagged_fraction"] == pytest.approx(0.03)
     assert report["calibrator_flux"] == [{"calibrator": "3C286", "calgroup": calgroup,
                                           "transit_time": "2025-06-15T07:57:30", "flux_ratio": 1.3,
                                           "drifting": True}]  # fmt: skip
     names = {a["name"] for a in report["alerts"]}
     assert names == {"image_noise", "incomplete_groups", "calibrator_flux_drift"}
-    strict = {**config, "status": {**config["status"], "max_flagged_fraction": 0.11}}
+    strict = {**config, "status": {**config["status"], "max_flagged_fraction": 0.105}}
     assert "flagged_fraction" in {a["name"] for a in status.gather(strict)["alerts"]}
     lenient = {
         **config,
@@ -311,6 +335,18 @@ def test_alerts_from_registered_qa(tmp_path):
     assert status.gather(lenient)["alerts"] == []
     text = status.render_text(status.gather(config))
     assert "3C286 1.300 DRIFT" in text and "2025-06-15T08:10:21  missing subbands" in text
+    header, row = (line.split() for line in text.splitlines()[1:3])
+    assert header[-3:] == ["rms/thermal", "flagged", "rfi"] and row[-2:] == ["0.110", "0.030"]
+    metrics = parse_prometheus(status.render_prometheus(report))
+    assert metrics["contimg_night_rfi_flagged_fraction"] == {
+        'contimg_night_rfi_flagged_fraction{night="2025-06-15"}': pytest.approx(0.03)
+    }
+    with Database.from_config(config) as database:
+        groups = {g["group"]: g for g in database.night("2025-06-15")["groups"]}
+    assert [(groups[g]["flagged_fraction"], groups[g]["rfi_flagged_fraction"])
+            for g in (calgroup, "2025-06-15T08:00:03", "2025-06-15T08:05:12")] == [
+        (0.1, None), (pytest.approx(0.11), 0.01), (pytest.approx(0.15), 0.05)
+    ]  # fmt: skip
 
 
 def test_cli_arguments(tmp_path, capsys):

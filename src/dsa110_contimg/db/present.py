@@ -190,13 +190,15 @@ def night(summary: Mapping[str, Any], fmt: str) -> str:
         {
             **row,
             "stage": _stage(row),
+            "flagged": _fraction(row.get("flagged_fraction")),
+            "rfi": _fraction(row.get("rfi_flagged_fraction")),
             "failed": "; ".join(row["failed"]),
         }
         for row in summary["groups"]
     ]
     parts = [head]
     if rows:
-        parts.append(table(rows, ("group", "raw", "stage", "grade", "failed")))
+        parts.append(table(rows, ("group", "raw", "stage", "grade", "flagged", "rfi", "failed")))
     others = [f for f in summary["failures"] if f["group"] is None]
     if others:
         parts.append(
@@ -204,6 +206,11 @@ def night(summary: Mapping[str, Any], fmt: str) -> str:
             + "\n".join(f"  {f['rule']} {_text(f['wildcards'])}: {f['reason']}" for f in others)
         )
     return "\n".join(parts)
+
+
+def _fraction(value: float | None) -> str:
+    """A flagged fraction to three decimals ("" when unknown)."""
+    return "" if value is None else f"{value:.3f}"
 
 
 def _stage(row: Mapping[str, Any]) -> str:

@@ -25,10 +25,12 @@ from .schema import (
     GONE,
     RETIRED,
     Base,
+    CalibratedMS,
     CalibratorFlux,
     Image,
     JobRun,
     Measurement,
+    MeasurementSet,
     ObservationGroup,
     Product,
     ProductFile,
@@ -302,13 +304,34 @@ def _latest_runs(runs: Iterable[JobRun]) -> dict[tuple[str, str], JobRun]:
     return latest
 
 
+def _flagged_fractions(session: Session, ids: list[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """Per group of ``ids``: the flagged fraction (calibrated MS's, else MS's) and the
+    fraction flagged as RFI (calibrated MS's), of current products that have them."""
+    flagged: dict[str, float] = {}
+    rfi: dict[str, float] = {}
+    for model in (MeasurementSet, CalibratedMS):  # the calibrated MS's figure wins
+        stmt = select(model.group_id, model.flagged_fraction).where(
+            model.status == CURRENT, model.group_id.in_(ids), model.flagged_fraction.is_not(None)
+        )
+        flagged.update(session.execute(stmt).all())
+    stmt = select(CalibratedMS.group_id, CalibratedMS.rfi_flagged_fraction).where(
+        CalibratedMS.status == CURRENT,
+        CalibratedMS.group_id.in_(ids),
+        CalibratedMS.rfi_flagged_fraction.is_not(None),
+    )
+    rfi.update(session.execute(stmt).all())
+    return flagged, rfi
+
+
 def night_summary(session: Session, date: dt.date | str) -> dict[str, Any]:
     """What happened to the observations of one UTC day.
 
     ``groups`` lists each group seen that day with the stages it reached
-    (current products), its image grade and the failures of its latest job
-    runs; ``totals`` counts them; ``failures`` lists every failed latest run
-    of the day (group jobs and others started that day) with its reason.
+    (current products), its image grade, its flagged fraction (of the
+    calibrated MS, after RFI flagging, else of the MS), the fraction flagged
+    as RFI (calibrated MS) and the failures of its latest job runs;
+    ``totals`` counts them; ``failures`` lists every failed latest run of the
+    day (group jobs and others started that day) with its reason.
     """
     start = _day(date)
     if (start.hour, start.minute, start.second, start.microsecond) != (0, 0, 0, 0):
@@ -333,6 +356,7 @@ def night_summary(session: Session, date: dt.date | str) -> dict[str, Any]:
             stages[group].add(kind)
     stmt = select(Image.group_id, Image.grade).where(Image.status == CURRENT, Image.group_id.in_(ids))
     grades = dict(session.execute(stmt).all())
+    flagged, rfi = _flagged_fractions(session, ids)
     runs = list(
         session.scalars(
             select(JobRun).where(
@@ -374,6 +398,8 @@ def night_summary(session: Session, date: dt.date | str) -> dict[str, Any]:
             "photometry": "photometry" in stages[g.id],
             "caltable": "caltable" in stages[g.id],
             "grade": grades.get(g.id),
+            "flagged_fraction": flagged.get(g.id),
+            "rfi_flagged_fraction": rfi.get(g.id),
             "failed": [f"{f['rule']}: {f['reason']}" for f in failed_groups.get(g.id, [])],
         }
         for g in groups

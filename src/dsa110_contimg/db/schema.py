@@ -39,8 +39,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 #: The Alembic revision these models describe; every known revision, oldest first.
-HEAD_REVISION = "0002"
-REVISIONS = ("0001", "0002")
+HEAD_REVISION = "0003"
+REVISIONS = ("0001", "0002", "0003")
 
 #: Statuses of a product row: the file exists, or it did and was deleted.
 CURRENT, GONE = "current", "gone"
@@ -223,12 +223,13 @@ class CalibratedMS(Product):
     id: Mapped[int] = _kind_id()
     caltable: Mapped[str | None] = mapped_column(String(32), index=True)  # calgroup id
     separation_h: Mapped[float | None] = mapped_column(Float)
-    flagged_fraction: Mapped[float | None] = mapped_column(Float)
+    flagged_fraction: Mapped[float | None] = mapped_column(Float)  # after RFI flagging
     n_channels: Mapped[int | None]
     ra_deg: Mapped[float | None] = mapped_column(Float)
     dec_deg: Mapped[float | None] = mapped_column(Float)
     time_start: Mapped[dt.datetime | None] = mapped_column(DateTime)
     time_end: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    rfi_flagged_fraction: Mapped[float | None] = mapped_column(Float)  # newly flagged as RFI (revision 0003)
 
 
 class Image(Product):

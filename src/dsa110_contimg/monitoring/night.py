@@ -48,7 +48,8 @@ def empty_summary(day: dt.date) -> dict[str, Any]:
 def _raw_row(group: grouping.Group, n_subbands: int) -> dict[str, Any]:
     return {
         "group": group.id, "raw": f"{len(group.files)}/{n_subbands}", "complete": group.complete,
-        "dec_deg": None, "grade": None, "failed": [], **dict.fromkeys(_STAGES, False),
+        "dec_deg": None, "grade": None, "flagged_fraction": None, "rfi_flagged_fraction": None,
+        "failed": [], **dict.fromkeys(_STAGES, False),
     }  # fmt: skip
 
 

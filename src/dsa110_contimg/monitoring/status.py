@@ -21,6 +21,8 @@ The report (``version`` 1)::
         totals         seen, incomplete, converted, calibrated, imaged, failed (groups), failed_jobs
         image_rms_over_thermal   median over the night's current images (null: none)
         flagged_fraction         median over its groups: calibrated MS's, else MS's (null: none)
+        rfi_flagged_fraction     median over its groups of the calibrated MS's fraction newly
+                                 flagged as RFI (null: none)
         n_images       images with a noise figure
         failures       [{group (null for fan-in jobs), rule, status (failed or died), reason, log, finished}]
         incomplete     [{group, problem}] from the raw listing
@@ -166,22 +168,24 @@ def _median(values: Iterable[float | None]) -> float | None:
 # ----------------------------------------------------------------- nights
 
 
-def _qa_medians(database: Any, day: dt.date, ids: set[str]) -> dict[str, Any]:
-    """Median image noise over thermal and flagged fraction of a night's groups."""
+def _qa_medians(database: Any, day: dt.date, groups: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Medians over a night's groups (:func:`.night.merge`'s rows): image noise over thermal,
+    flagged fraction (calibrated MS's, else MS's) and fraction flagged as RFI (calibrated MS's)."""
+    flagged = _median(g.get("flagged_fraction") for g in groups)
+    rfi = _median(g.get("rfi_flagged_fraction") for g in groups)
+    ids = {g["group"] for g in groups}
     if database is None or not ids:
-        return {"image_rms_over_thermal": None, "flagged_fraction": None, "n_images": 0}
-    # Kinds filter on their own time (an MS's first sample): widen by a day, keep the night's groups.
+        return {"image_rms_over_thermal": None, "flagged_fraction": flagged, "rfi_flagged_fraction": rfi,
+                "n_images": 0}  # fmt: skip
+    # Images filter on their own time: widen by a day, keep the night's groups.
     window = {"status": "current", "since": day - dt.timedelta(days=1), "until": day + dt.timedelta(days=2)}
-
-    def by_group(kind: str, column: str) -> dict[str, float]:
-        rows = database.list_products(kind, **window)
-        return {r["group_id"]: r[column] for r in rows if r["group_id"] in ids and r[column] is not None}
-
-    rms = by_group("image", "rms_over_thermal")
-    flagged = by_group("ms", "flagged_fraction") | by_group("calibrated", "flagged_fraction")
+    rows = database.list_products("image", **window)
+    rms = {r["group_id"]: r["rms_over_thermal"] for r in rows
+           if r["group_id"] in ids and r["rms_over_thermal"] is not None}  # fmt: skip
     return {
         "image_rms_over_thermal": _median(rms.values()),
-        "flagged_fraction": _median(flagged.values()),
+        "flagged_fraction": flagged,
+        "rfi_flagged_fraction": rfi,
         "n_images": len(rms),
     }
 
@@ -201,7 +205,7 @@ def _night(database: Any, day: dt.date, raw: Sequence[grouping.Group]) -> dict[s
     return {
         "night": day.isoformat(),
         "totals": {key: merged["totals"][key] for key in keys},
-        **_qa_medians(database, day, ids),
+        **_qa_medians(database, day, merged["groups"]),
         "failures": failures,
         "incomplete": merged["incomplete"],
         "_ids": ids,  # dropped before the report is returned
@@ -502,12 +506,12 @@ def render_text(report: Mapping[str, Any]) -> str:
              f"database {report['database']})"]
     rows = [
         {**n["totals"], "night": n["night"], "rms/thermal": _num(n["image_rms_over_thermal"], ".2f"),
-         "flagged": _num(n["flagged_fraction"], ".3f")}
+         "flagged": _num(n["flagged_fraction"], ".3f"), "rfi": _num(n["rfi_flagged_fraction"], ".3f")}
         for n in report["nights"]
     ]  # fmt: skip
     if rows:
         columns = ("night", "seen", "incomplete", "converted", "calibrated", "imaged", "failed",
-                   "rms/thermal", "flagged")  # fmt: skip
+                   "rms/thermal", "flagged", "rfi")  # fmt: skip
         lines.append(table(rows, columns))
     failures = [(n["night"], f) for n in report["nights"] for f in n["failures"]]
     if failures:
@@ -577,6 +581,10 @@ def render_prometheus(report: Mapping[str, Any]) -> str:
              if n["image_rms_over_thermal"] is not None])
     _metric(out, "contimg_night_flagged_fraction", "Per UTC night: median flagged fraction of the groups' data.",
             [(n["flagged_fraction"], {"night": n["night"]}) for n in nights if n["flagged_fraction"] is not None])
+    _metric(out, "contimg_night_rfi_flagged_fraction",
+            "Per UTC night: median fraction of the groups' calibrated data flagged as RFI.",
+            [(n["rfi_flagged_fraction"], {"night": n["night"]}) for n in nights
+             if n["rfi_flagged_fraction"] is not None])
     latest = report["calibration"]["latest"]
     if latest is not None:
         label = {"calgroup": latest["calgroup"], "calibrator": latest["calibrator"] or ""}

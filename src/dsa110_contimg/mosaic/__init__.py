@@ -46,7 +46,8 @@ output grid (18 bytes a pixel) plus one input, whatever the number of inputs.
 and the measured noise of the signal-to-noise map, which should be 1), peak
 and dynamic range, and, from the sources found above ``detect_sigma`` and
 cross-matched with a reference catalogue, the median position offset and the
-median flux ratio; a grade; and a PNG preview (:func:`render_preview`).
+median flux ratio (restoring-beam fits, the beam smoothed as the reprojection
+smooths it; the free-shape integral recorded beside it); a grade; and a PNG preview (:func:`render_preview`).
 """
 
 from __future__ import annotations

@@ -60,12 +60,51 @@ def load_reference(config: Mapping[str, Any]):
     return load_calibrators(), "calibrators (package)"
 
 
+#: Mean variance (pixels^2, per output axis) that reprojection adds to a source: bilinear
+#: interpolation at a sub-pixel offset f is a two-tap kernel of variance f (1 - f), 1/6 on
+#: average; the interpolating cubic spline reproduces quadratics, so it adds none.
+INTERPOLATION_VARIANCE_PX2 = {"bilinear": 1.0 / 6.0, "bicubic": 0.0}
+
+
+def smoothed_beam(beam_deg: tuple[float, float, float], wcs, variance_px2: float) -> tuple[float, float, float]:
+    """The restoring beam (BMAJ, BMIN deg, BPA deg) convolved with an isotropic Gaussian of
+    ``variance_px2`` pixels^2 on ``wcs``'s grid: the shape a point source has in the mosaic."""
+    if variance_px2 <= 0:
+        return beam_deg
+    from dsa110_contimg.imaging.imager import FWHM_PER_SIGMA
+
+    bmaj, bmin, bpa = beam_deg
+    pa = np.radians(bpa)
+    major, minor = np.array([np.sin(pa), np.cos(pa)]), np.array([np.cos(pa), -np.sin(pa)])  # (east, north)
+    s = np.array([bmaj, bmin]) / FWHM_PER_SIGMA
+    pixel_deg = math.sqrt(abs(np.linalg.det(wcs.celestial.pixel_scale_matrix)))
+    cov = s[0] ** 2 * np.outer(major, major) + s[1] ** 2 * np.outer(minor, minor)
+    cov += variance_px2 * pixel_deg**2 * np.eye(2)
+    evals, evecs = np.linalg.eigh(cov)
+    east, north = evecs[:, 1]
+    pa_out = (np.degrees(np.arctan2(east, north)) + 90.0) % 180.0 - 90.0
+    return float(np.sqrt(evals[1]) * FWHM_PER_SIGMA), float(np.sqrt(evals[0]) * FWHM_PER_SIGMA), float(pa_out)
+
+
 def find_sources(data: np.ndarray, noise: np.ndarray, wcs, beam_deg: tuple[float, float, float] | None,
-                 detect_sigma: float, max_sources: int):
+                 detect_sigma: float, max_sources: int, interpolation: str | None = None):
     """Islands of ``data / noise`` above ``detect_sigma``, brightest first, each fitted.
 
-    Returns a DataFrame: ra_deg, dec_deg, flux_jy (integrated, from a Gaussian
-    fit of free shape when the beam is known; else the peak), peak_jy, snr.
+    Returns a DataFrame: ra_deg, dec_deg, flux_jy, integrated_jy, peak_jy
+    (the brightest pixel), snr, fitted. When the beam is known, ``flux_jy`` and
+    the position come from a fit of the restoring beam (flux = its peak: what
+    forced photometry measures of an unresolved source, so the QA's flux ratio
+    checks the scale the light curves carry) and ``integrated_jy`` from a
+    Gaussian of free shape; else both are the brightest pixel. The beam fitted
+    is the restoring beam smoothed by the mosaic's ``interpolation``
+    (:data:`INTERPOLATION_VARIANCE_PX2`), and the flux is the integral of that
+    fit (its peak x its area over the beam's): bilinear reprojection lowers
+    peaks by ~5% and keeps integrals. On the demo's
+    mosaic of simulated point sources the restoring-beam fit gives 1.006 of
+    the truth, like forced photometry of the images (1.009), while the
+    free-shape integral gives 1.030: restored sources there are 2-7% broader
+    than the beam (CLEAN spreads their components), which the integral counts
+    as flux.
     """
     import pandas as pd
     from scipy import ndimage
@@ -75,6 +114,10 @@ def find_sources(data: np.ndarray, noise: np.ndarray, wcs, beam_deg: tuple[float
     with np.errstate(invalid="ignore", divide="ignore"):
         snr = data / noise
     above = np.isfinite(snr) & (snr > detect_sigma)
+    shape = None
+    if beam_deg is not None:
+        shape = smoothed_beam(beam_deg, wcs, INTERPOLATION_VARIANCE_PX2.get(str(interpolation), 0.0))
+        gain = shape[0] * shape[1] / (beam_deg[0] * beam_deg[1])  # Jy/beam peak of the smoothed source -> Jy
     labels, n = ndimage.label(above, structure=np.ones((3, 3)))
     rows = []
     if n:
@@ -86,16 +129,21 @@ def find_sources(data: np.ndarray, noise: np.ndarray, wcs, beam_deg: tuple[float
             y, x = peaks[k]
             ra, dec = wcs.wcs_pix2world([[x, y]], 0)[0]
             row = {"ra_deg": float(ra) % 360, "dec_deg": float(dec), "peak_jy": float(data[y, x]),
-                   "flux_jy": float(data[y, x]), "snr": float(values[k]), "fitted": False}
+                   "flux_jy": float(data[y, x]), "integrated_jy": float(data[y, x]), "snr": float(values[k]),
+                   "fitted": False}  # fmt: skip
             if beam_deg is not None:
                 try:
-                    fit = fit_point_source(data, wcs, float(ra), float(dec), beam_deg, free_shape=True)
+                    fit = fit_point_source(data, wcs, float(ra), float(dec), shape, free_shape=False)
                     if np.isfinite(fit.flux_jy) and fit.offset_arcsec < 3600 * beam_deg[0]:
-                        row.update(ra_deg=fit.ra_deg % 360, dec_deg=fit.dec_deg, flux_jy=fit.flux_jy, fitted=True)
+                        row.update(ra_deg=fit.ra_deg % 360, dec_deg=fit.dec_deg, flux_jy=fit.flux_jy * gain,
+                                   integrated_jy=math.nan, fitted=True)  # fmt: skip
+                        free = fit_point_source(data, wcs, float(ra), float(dec), beam_deg, free_shape=True)
+                        if np.isfinite(free.flux_jy) and free.offset_arcsec < 3600 * beam_deg[0]:
+                            row["integrated_jy"] = free.flux_jy
                 except (ValueError, np.linalg.LinAlgError, RuntimeError):
                     pass
             rows.append(row)
-    return pd.DataFrame(rows, columns=["ra_deg", "dec_deg", "flux_jy", "peak_jy", "snr", "fitted"])
+    return pd.DataFrame(rows, columns=["ra_deg", "dec_deg", "flux_jy", "integrated_jy", "peak_jy", "snr", "fitted"])
 
 
 def cross_match(sources, catalogue, radius_arcsec: float, freq_hz: float | None):
@@ -104,7 +152,8 @@ def cross_match(sources, catalogue, radius_arcsec: float, freq_hz: float | None)
     Returns a DataFrame of the matched sources with the catalogue's position
     and flux (scaled to ``freq_hz`` with the catalogue's spectral index when it
     has one), ``dra_arcsec`` (RA offset x cos Dec, source - catalogue),
-    ``ddec_arcsec``, ``sep_arcsec`` and ``flux_ratio``.
+    ``ddec_arcsec``, ``sep_arcsec``, ``flux_ratio`` and, when the sources have
+    ``integrated_jy``, ``integrated_ratio``.
     """
     import pandas as pd
     from astropy import units as u
@@ -132,6 +181,9 @@ def cross_match(sources, catalogue, radius_arcsec: float, freq_hz: float | None)
     m["ddec_arcsec"] = (m.dec_deg.to_numpy() - m.cat_dec_deg.to_numpy()) * 3600
     m["sep_arcsec"] = sep.arcsec[ok]
     m["flux_ratio"] = m.flux_jy.to_numpy() / flux
+    if "integrated_jy" in m.columns:
+        m["integrated_ratio"] = m.integrated_jy.to_numpy(float) / flux
+        columns.append("integrated_ratio")
     return m[columns].reset_index(drop=True)
 
 
@@ -154,7 +206,9 @@ def measure_qa(data: np.ndarray, noise: np.ndarray, wcs, header, catalogue, opts
     ``peak_jy``, ``dynamic_range`` (peak / rms_jy), ``n_sources``,
     ``n_matched``, ``astrometry_offset_arcsec`` (length of the median offset
     vector of the matches above ``min_match_snr``), the median RA and Dec
-    offsets and separation, ``flux_ratio`` (median measured / catalogue flux),
+    offsets and separation, ``flux_ratio`` (median measured / catalogue flux,
+    measured by a fit of the restoring beam), ``flux_ratio_integrated`` (the
+    same with the free-shape integral, for the record: not graded),
     ``grade`` and ``grade_reasons``.
     """
     from scipy import ndimage
@@ -178,7 +232,7 @@ def measure_qa(data: np.ndarray, noise: np.ndarray, wcs, header, catalogue, opts
     beam = None
     if all(k in header for k in ("BMAJ", "BMIN", "BPA")):
         beam = (float(header["BMAJ"]), float(header["BMIN"]), float(header["BPA"]))
-    sources = find_sources(data, noise, wcs, beam, opts.detect_sigma, opts.max_sources)
+    sources = find_sources(data, noise, wcs, beam, opts.detect_sigma, opts.max_sources, header.get("INTERP"))
     freq = header.get("RESTFRQ")
     inside = _in_footprint(catalogue, wcs, covered)
     matches = cross_match(sources, catalogue[inside], opts.match_radius_arcsec, freq)
@@ -201,6 +255,7 @@ def measure_qa(data: np.ndarray, noise: np.ndarray, wcs, header, catalogue, opts
         "median_separation_arcsec": None,
         "flux_ratio": None,
         "flux_ratio_scatter": None,
+        "flux_ratio_integrated": None,
         "n_flux_ratio_outliers": 0,
     }
     if len(good):
@@ -214,6 +269,9 @@ def measure_qa(data: np.ndarray, noise: np.ndarray, wcs, header, catalogue, opts
             # mismatched pairs (a detection matched to the wrong catalogue source): off by more than 2x
             n_flux_ratio_outliers=int((np.abs(np.log(np.clip(ratio, 1e-6, None) / np.median(ratio))) > np.log(2)).sum()),
         )
+        integrated = good.integrated_ratio.to_numpy(float) if "integrated_ratio" in good else np.zeros(0)
+        if np.isfinite(integrated).any():
+            qa["flux_ratio_integrated"] = float(np.nanmedian(integrated))
     qa["grade"], qa["grade_reasons"] = grade(qa, opts)
     return qa, sources, matches
 

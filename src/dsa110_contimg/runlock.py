@@ -16,6 +16,10 @@ holds it and a random token, which its jobs inherit through the environment.
   :func:`dsa110_contimg.provenance.atomic_output`): raise
   :class:`StaleAttemptError` unless the run that started this job still holds
   the lock.
+- :func:`watch_run` (every job, :func:`dsa110_contimg.stages.common.stage_run`):
+  a thread that checks the same every second and, once the job's run is gone,
+  kills the job's child processes (the imager) and the job itself, so an orphan
+  of a killed Snakemake stops within seconds instead of imaging for hours.
 """
 
 from __future__ import annotations
@@ -30,7 +34,10 @@ import platform
 import re
 import secrets
 import shutil
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -194,6 +201,99 @@ def ensure_current(what: str | os.PathLike[str] | None = None) -> None:
         )
 
 
+# ---------------------------------------------------------------- orphans
+
+#: Exit status of a job that stopped itself because its run is gone (EX_TEMPFAIL: redo it).
+ORPHAN_EXIT = 75
+
+
+def _children_of() -> dict[int, list[int]]:
+    """Every process of this host by parent id, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int(Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def descendants(pid: int) -> list[int]:
+    """Process ids of every descendant of ``pid`` on this host (children before grandchildren)."""
+    children, found, todo = _children_of(), [], [pid]
+    while todo:
+        kids = children.get(todo.pop(0), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def kill_descendants(pid: int | None = None) -> list[str]:
+    """SIGKILL every descendant of ``pid`` (default: this process); returns "name (pid)" of each.
+
+    Looks again until none is left, so a child forked meanwhile goes too.
+    """
+    pid = os.getpid() if pid is None else pid
+    killed: list[str] = []
+    for _ in range(10):
+        found = descendants(pid)
+        if not found:
+            break
+        for child in found:
+            name = _name(child)
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            killed.append(f"{name} ({child})")
+        time.sleep(0.05)
+    return killed
+
+
+def watch_run(on_orphan: Callable[[StaleAttemptError], None], interval_s: float = 1.0) -> threading.Event | None:
+    """Stop this job as soon as its run is gone; returns the event that ends the watch (None: not in a run).
+
+    Every ``interval_s`` a daemon thread runs :func:`ensure_current`. Once it
+    raises, the thread kills every child process of the job (an imager:
+    WSClean, tclean's Python), calls ``on_orphan`` with the error (extended
+    with what was killed) to record it, and ends the process at once with
+    :data:`ORPHAN_EXIT`: the main thread may be deep in C code that no signal
+    would interrupt. Its temporaries are removed by the next run
+    (:func:`remove_dead_leftovers`).
+    """
+    if not os.environ.get(TOKEN_ENV) or not os.environ.get(LOCK_ENV):
+        return None
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(interval_s):
+            try:
+                ensure_current()
+            except StaleAttemptError as exc:
+                killed = kill_descendants()
+                what = ", ".join(killed) if killed else "no child process"
+                error = StaleAttemptError(f"{exc}; orphaned job stopped at once with {what}")
+                try:
+                    on_orphan(error)
+                finally:
+                    os._exit(ORPHAN_EXIT)
+            except (OSError, RunLockError) as exc:  # the lock file unreadable for a moment: look again
+                log.warning("cannot check the run lock: %s", exc)
+
+    threading.Thread(target=watch, name="contimg-run-watch", daemon=True).start()
+    return done
+
+
 # ---------------------------------------------------------------- cleanup
 
 
@@ -216,14 +316,16 @@ def _size(path: Path) -> int:
 def remove_dead_leftovers(results_dir: str | os.PathLike[str]) -> list[tuple[Path, int]]:
     """Remove the leftovers of attempts whose process is gone; returns (path, bytes) of each.
 
-    Only leftovers of processes that no longer exist on this host go: a live
+    Those under ``results_dir`` (:data:`LEFTOVER`) and those in CASA's state
+    folder (:func:`dsa110_contimg.casa_env.dead_leftovers`). Only leftovers of processes that no longer exist on this host go: a live
     one may be an orphaned job still writing (it fails at its rename, see
     :func:`ensure_current`, and its own clean-up removes it).
     """
+    from .casa_env import dead_leftovers
+
     removed = []
-    for path in _walk_leftovers(Path(results_dir)):
-        if pid_alive(int(LEFTOVER.match(path.name)["pid"])):
-            continue
+    candidates = [p for p in _walk_leftovers(Path(results_dir)) if not pid_alive(int(LEFTOVER.match(p.name)["pid"]))]
+    for path in candidates + dead_leftovers(pid_alive):
         try:
             size = _size(path)
             if path.is_dir() and not path.is_symlink():
@@ -279,10 +381,13 @@ __all__ = [
     "StaleAttemptError",
     "acquire",
     "ensure_current",
+    "descendants",
+    "kill_descendants",
     "lock_path",
     "pid_alive",
     "read_holder",
     "release",
     "remove_dead_leftovers",
     "start_run",
+    "watch_run",
 ]

@@ -214,15 +214,16 @@ def _children_of() -> dict[int, list[int]]:
         if not entry.name.isdigit():
             continue
         try:
-            ppid = int(Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
+            state, ppid = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
             continue  # gone meanwhile
-        children.setdefault(ppid, []).append(int(entry.name))
+        if state != "Z":  # a zombie has ended already
+            children.setdefault(int(ppid), []).append(int(entry.name))
     return children
 
 
 def descendants(pid: int) -> list[int]:
-    """Process ids of every descendant of ``pid`` on this host (children before grandchildren)."""
+    """Process ids of every live descendant of ``pid`` on this host (children before grandchildren)."""
     children, found, todo = _children_of(), [], [pid]
     while todo:
         kids = children.get(todo.pop(0), [])
@@ -245,11 +246,13 @@ def kill_descendants(pid: int | None = None) -> list[str]:
     """
     pid = os.getpid() if pid is None else pid
     killed: list[str] = []
+    signalled: set[int] = set()
     for _ in range(10):
-        found = descendants(pid)
+        found = [child for child in descendants(pid) if child not in signalled]
         if not found:
             break
         for child in found:
+            signalled.add(child)
             name = _name(child)
             try:
                 os.kill(child, signal.SIGKILL)
@@ -282,7 +285,7 @@ def watch_run(on_orphan: Callable[[StaleAttemptError], None], interval_s: float 
             except StaleAttemptError as exc:
                 killed = kill_descendants()
                 what = ", ".join(killed) if killed else "no child process"
-                error = StaleAttemptError(f"{exc}; orphaned job stopped at once with {what}")
+                error = StaleAttemptError(f"orphaned job stopped at once with {what}: {exc}")
                 try:
                     on_orphan(error)
                 finally:

@@ -155,14 +155,20 @@ def memory_oom_kills() -> tuple[int, str] | None:
     v1 = (folder / "memory.oom_control").exists()
     try:
         text = (folder / ("memory.oom_control" if v1 else "memory.events")).read_text()
-        limit = (folder / ("memory.limit_in_bytes" if v1 else "memory.max")).read_text().strip()
     except OSError:
         return None
     kills = re.search(r"^oom_kill (\d+)$", text, re.M)
     if kills is None:
         return None
-    limit = f"{int(limit) / 2**20:.0f} MB" if limit.isdigit() and int(limit) < 2**60 else "no limit"
-    return int(kills.group(1)), limit
+    limits = []  # the tightest limit of the cgroup and its parents (Slurm sets the job's, not the task's)
+    for where in (folder, *folder.parents):
+        try:
+            value = (where / ("memory.limit_in_bytes" if v1 else "memory.max")).read_text().strip()
+        except OSError:
+            break
+        if value.isdigit() and int(value) < 2**60:
+            limits.append(int(value))
+    return int(kills.group(1)), f"{min(limits) / 2**20:.0f} MB" if limits else "no limit"
 
 
 def oom_since(before: tuple[int, str] | None) -> str | None:

@@ -37,6 +37,7 @@ from simdata import SMALL, simulate, transit_start
 from dsa110_contimg import naming, runlock
 from dsa110_contimg.config import validate_config
 from dsa110_contimg.db import Database
+from dsa110_contimg.db.jobs import gone_reason, slurm_end
 from dsa110_contimg.raw.grouping import group_files
 
 
@@ -303,6 +304,7 @@ def test_a_job_over_its_memory_is_named_out_of_memory_and_a_rerun_recovers(fault
     assert "out of memory" in run["message"], run["message"]
     if mechanism == "cgroup":
         assert "OUT_OF_MEMORY" in run["message"] or "the kernel killed" in run["message"], run["message"]
+        assert slurm_end(job_id) == f"out of memory (Slurm job {job_id}: step {job_id}.0 OUT_OF_MEMORY)"
 
     # Nothing half-written registered: every product row is the one of before, no 4096-pixel image anywhere.
     with site.database() as db:
@@ -344,8 +346,33 @@ def test_a_job_cancelled_by_scancel_is_recorded_as_terminated(fault_site, snakem
         in status.stdout, status.stdout
     line = next(ln for ln in status.stdout.splitlines() if f"{site.group}  image: " in ln)
     assert "terminated by SIGTERM" in line
+    assert slurm_end(run["slurm_job_id"]).startswith(f"cancelled (Slurm job {run['slurm_job_id']}: step ")
     assert not runlock.pid_alive(run["pid"])
 
     recover = _slurm_recover(site, snakemake_exe, repo_root)
     record("scancel of the image job under Slurm (SIGTERM)", f"exit 1, `jobs_failed`: `<group> image: {line.split(' image: ', 1)[1].split('  [log')[0][:120]}`",
            "nothing (work folder removed by the job itself or the rerun)", recover)
+
+
+GREEDY = "x = bytearray(400 * 2**20); x[::4096] = b'1' * len(x[::4096])"
+
+
+def test_a_job_killed_whole_for_memory_is_reaped_as_died_out_of_memory(slurm, tmp_path):
+    """When the stage's own process is the one killed, its run (left "running") is named from sacct."""
+    import sys
+
+    if _slurm_memory_enforced() != "cgroup":
+        unavailable("sacct names OUT_OF_MEMORY only under task/cgroup (jobacct_gather kills are CANCELLED)")
+    job_id = subprocess.run(["sbatch", "--parsable", "--mem=200", "-o", str(tmp_path / "greedy.log"), "--wrap",
+                             f"srun {sys.executable} -c \"{GREEDY}\""],
+                            capture_output=True, text=True, timeout=60, check=True).stdout.strip()  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and slurm_end(job_id) is None:
+        time.sleep(1)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    run = {"status": "running", "host": os.uname().nodename, "pid": gone.pid, "slurm_job_id": job_id,
+           "started": None, "log_path": None}  # fmt: skip
+    reason = gone_reason(run)
+    assert reason.startswith(f"died: out of memory (Slurm job {job_id}: step {job_id}.0 OUT_OF_MEMORY): "
+                             f"process {gone.pid} on "), reason

@@ -239,13 +239,13 @@ def _name(pid: int) -> str:
         return "?"
 
 
-def kill_descendants(pid: int | None = None) -> list[str]:
-    """SIGKILL every descendant of ``pid`` (default: this process); returns "name (pid)" of each.
+def signal_descendants(sig: int, pid: int | None = None) -> list[str]:
+    """Send ``sig`` to every descendant of ``pid`` (default: this process); returns "name (pid)" of each.
 
-    Looks again until none is left, so a child forked meanwhile goes too.
+    Looks again until none is left unsignalled, so a child forked meanwhile gets it too.
     """
     pid = os.getpid() if pid is None else pid
-    killed: list[str] = []
+    sent: list[str] = []
     signalled: set[int] = set()
     for _ in range(10):
         found = [child for child in descendants(pid) if child not in signalled]
@@ -255,24 +255,33 @@ def kill_descendants(pid: int | None = None) -> list[str]:
             signalled.add(child)
             name = _name(child)
             try:
-                os.kill(child, signal.SIGKILL)
+                os.kill(child, sig)
             except ProcessLookupError:
                 continue
-            killed.append(f"{name} ({child})")
-        time.sleep(0.05)
-    return killed
+            sent.append(f"{name} ({child})")
+        time.sleep(0.02)
+    return sent
+
+
+_orphaned = threading.Event()
+
+
+def orphaned() -> bool:
+    """Whether :func:`watch_run` is stopping this process (its failure is recorded there, not by the job)."""
+    return _orphaned.is_set()
 
 
 def watch_run(on_orphan: Callable[[StaleAttemptError], None], interval_s: float = 1.0) -> threading.Event | None:
     """Stop this job as soon as its run is gone; returns the event that ends the watch (None: not in a run).
 
     Every ``interval_s`` a daemon thread runs :func:`ensure_current`. Once it
-    raises, the thread kills every child process of the job (an imager:
-    WSClean, tclean's Python), calls ``on_orphan`` with the error (extended
-    with what was killed) to record it, and ends the process at once with
-    :data:`ORPHAN_EXIT`: the main thread may be deep in C code that no signal
-    would interrupt. Its temporaries are removed by the next run
-    (:func:`remove_dead_leftovers`).
+    raises, the thread freezes every child process of the job (an imager:
+    WSClean, tclean's Python) with SIGSTOP, so that the job cannot take their
+    end for a failure of its own; calls ``on_orphan`` with the error (naming
+    what is stopped) to record it; SIGKILLs the children; and ends the process
+    at once with :data:`ORPHAN_EXIT`: the main thread may be deep in C code
+    that no signal would interrupt. Its temporaries are removed by the next
+    run (:func:`remove_dead_leftovers`).
     """
     if not os.environ.get(TOKEN_ENV) or not os.environ.get(LOCK_ENV):
         return None
@@ -283,12 +292,13 @@ def watch_run(on_orphan: Callable[[StaleAttemptError], None], interval_s: float 
             try:
                 ensure_current()
             except StaleAttemptError as exc:
-                killed = kill_descendants()
-                what = ", ".join(killed) if killed else "no child process"
-                error = StaleAttemptError(f"orphaned job stopped at once with {what}: {exc}")
+                _orphaned.set()
+                frozen = signal_descendants(signal.SIGSTOP)
+                what = ", ".join(frozen) if frozen else "no child process"
                 try:
-                    on_orphan(error)
+                    on_orphan(StaleAttemptError(f"orphaned job stopped at once with {what}: {exc}"))
                 finally:
+                    signal_descendants(signal.SIGKILL)
                     os._exit(ORPHAN_EXIT)
             except (OSError, RunLockError) as exc:  # the lock file unreadable for a moment: look again
                 log.warning("cannot check the run lock: %s", exc)
@@ -385,12 +395,13 @@ __all__ = [
     "acquire",
     "ensure_current",
     "descendants",
-    "kill_descendants",
     "lock_path",
+    "orphaned",
     "pid_alive",
     "read_holder",
     "release",
     "remove_dead_leftovers",
+    "signal_descendants",
     "start_run",
     "watch_run",
 ]

@@ -37,7 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import naming
-from ..runlock import pid_alive
+from ..runlock import orphaned, pid_alive
 from .registry import ensure_group, utc_naive
 from .schema import JOB_STATUSES, JobRun
 
@@ -443,7 +443,8 @@ def job_run(
         with _terminate_as_exception():
             yield run_id
     except BaseException as exc:
-        record_failure(config, rule, wildcards, run_id, exc, oom_since(oom_before))
+        if not orphaned():  # else runlock.watch_run records why the job is being stopped
+            record_failure(config, rule, wildcards, run_id, exc, oom_since(oom_before))
         raise
     try:
         with Database.from_config(config) as db:

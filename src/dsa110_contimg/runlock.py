@@ -50,8 +50,10 @@ TOKEN_ENV = "CONTIMG_RUN_TOKEN"
 LOCK_ENV = "CONTIMG_RUN_LOCK"
 
 #: Hidden leftovers of an attempt, named after its process id: atomic_output's
-#: temporaries and set-aside old products, and the imager's work folders.
-LEFTOVER = re.compile(r"^\..+\.(?:tmp|old|image-work)-(?P<pid>\d+)$")
+#: temporaries and set-aside old products, the imager's work folders, and files
+#: named after a temporary (the calibration library CASA's mstransform reads,
+#: ``.<ms>.tmp-<pid>.callib.txt``).
+LEFTOVER = re.compile(r"^\..+\.(?:tmp|old|image-work)-(?P<pid>\d+)(?:\.[^/]+)?$")
 
 _held: dict[Path, int] = {}  # lock file -> descriptor holding the flock, for this process's life
 

@@ -111,13 +111,15 @@ def test_leftovers_of_dead_attempts_are_removed_live_ones_kept(tmp_path, monkeyp
     (work / "big").write_bytes(b"x" * 1000)
     tmp = images / f".a.fits.tmp-{dead.pid}"
     tmp.write_text("half")
+    callib = images / f".b.ms.tmp-{dead.pid}.callib.txt"  # CASA's input, named after a temporary
+    callib.write_text("lib")
     live = images / f".b.fits.tmp-{os.getpid()}"
     live.write_text("being written")
     product = tmp_path / "results" / "ms" / "g.ms"  # inside a product: not looked at
     (product / f".x.tmp-{dead.pid}").mkdir(parents=True)
     (tmp_path / "results" / "ms" / "g.ms.json").write_text("{}")
     removed = dict(runlock.remove_dead_leftovers(tmp_path / "results"))
-    assert removed == {work: 1000, tmp: 4, **{p: 10 for p in casa_dead}}
+    assert removed == {work: 1000, tmp: 4, callib: 3, **{p: 10 for p in casa_dead}}
     assert all(p.exists() for p in casa_kept)
     assert live.exists() and (product / f".x.tmp-{dead.pid}").exists()
 

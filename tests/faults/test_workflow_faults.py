@@ -233,9 +233,10 @@ def test_an_orphan_of_a_killed_snakemake_never_replaces_the_rerun_product(site: 
     assert f"the snakemake that started this job (pid {first.pid}" in stale["message"] \
         or "no longer holds" in stale["message"]
     site.assert_healthy()
-    record("kill -9 of snakemake; its orphaned image job finishes after a rerun",
-           "(rerun) `took over the lock ... from a run that is gone`; orphan's run `failed: StaleAttemptError`, "
-           "exit 0", "nothing (the orphan's output is discarded, the rerun's product stands)", recover)
+    record("kill -9 of snakemake; its orphaned image job held back (SIGSTOP) until a rerun is done",
+           "(rerun) `took over the lock ... from a run that is gone`; let go, the orphan stops itself in seconds: "
+           "its run `failed: StaleAttemptError`", "nothing (the orphan's output is discarded, the rerun's product "
+           "stands)", recover)
 
 
 def _wait_for_child(pid: int, name: str, proc: subprocess.Popen, timeout: float = 300) -> int:
@@ -301,21 +302,20 @@ def test_a_casa_job_killed_leaves_no_casa_temporaries(site: Site, tmp_path, monk
     CASA state folder; the next run removes the dead attempt's MS and per-process CASA files."""
     state = tmp_path / "casa-state"  # this test's own CASA state folder (inherited by the jobs)
     monkeypatch.setenv("CONTIMG_CASA_DIR", str(state))
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    state.mkdir(mode=0o700)
-    earlier = state / f"casa-{dead.pid}.log"  # what earlier versions left per process
-    earlier.write_text("x" * 100_000)
     ms = Path(naming.product_path(site.results, "calibrated", site.group))
     casa_log = site.results / "logs" / "apply_calibration" / f"{site.group}.casa.log"
     proc = site.start("--forcerun", "apply_calibration", name="casa")
     try:
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not (casa_log.exists() and casa_log.stat().st_size > 10_000):
+        while time.monotonic() < deadline and not list(ms.parent.glob(f".{ms.name}.tmp-*[0-9]")):
             assert proc.poll() is None, site.log_tail(name="casa")
             time.sleep(0.05)
-        (tmp,) = ms.parent.glob(f".{ms.name}.tmp-*")
+        (tmp,) = ms.parent.glob(f".{ms.name}.tmp-*[0-9]")  # the job has started (its earlier CASA log is gone)
         job = int(tmp.name.rsplit("-", 1)[1])
+        while time.monotonic() < deadline and not (casa_log.exists() and casa_log.stat().st_size > 0):
+            assert proc.poll() is None, site.log_tail(name="casa")
+            time.sleep(0.05)
+        casa_files = sorted(p.name for p in ms.parent.glob(f".{ms.name}.tmp-{job}.*"))  # mstransform's callib
         os.kill(job, signal.SIGKILL)
         assert proc.wait(timeout=300) != 0
     finally:
@@ -323,22 +323,29 @@ def test_a_casa_job_killed_leaves_no_casa_temporaries(site: Site, tmp_path, monk
             os.killpg(proc.pid, signal.SIGKILL)
     shared = state / "casa.log"
     assert not shared.exists() or shared.stat().st_size < 8000, "CASA's chatter went to the shared log"
-    assert sorted(p.name for p in state.iterdir() if p.name.startswith("casa-")) == [earlier.name]
+    assert not [p.name for p in state.iterdir() if p.name.startswith("casa-")], "no per-process CASA file"
+    assert casa_log.stat().st_size > 0, "the killed job's CASA log is kept beside its job log"
+    earlier = state / f"casa-{job}.log"  # what earlier versions left per process: the next run removes it too
+    earlier.write_text("x" * 100_000)
     status = site.status()
     assert status.returncode == 1 and f"{site.group} apply_calibration" in status.stdout, status.stdout
     assert "jobs_died" in status.stdout
 
+    # The product the killed job was replacing is intact, so a plain rerun would have nothing to do (and
+    # Snakemake runs no onstart then): the operator reruns the job that died.
     t0 = time.monotonic()
-    out = site.snakemake()
+    out = site.snakemake("--forcerun", "apply_calibration")
     assert out.returncode == 0, out.stderr[-3000:]
     recover = time.monotonic() - t0
-    assert "removed 2 leftover(s) of dead job attempts" in out.stderr, out.stderr[-3000:]
+    removed = 2 + len(casa_files)  # the attempt's MS, its CASA files, the earlier version's CASA log
+    assert f"removed {removed} leftover(s) of dead job attempts" in out.stderr, (casa_files, out.stderr[-3000:])
     assert not earlier.exists() and not tmp.exists()
     assert casa_log.exists(), "the rerun's CASA log is beside its job log"
     site.assert_healthy()
     record("kill -9 of apply_calibration while CASA works", "exit 1, `jobs_died`: `<group> apply_calibration: died: "
-           "process N ... is gone without a final record`", "nothing (the attempt's MS and dead processes' CASA "
-           "files removed by the next run; CASA's log kept beside the job log)", recover)
+           "process N ... is gone without a final record`", f"nothing (the next run removes the attempt's MS, "
+           f"{', '.join(casa_files) or 'no CASA input file at that moment'} and dead processes' files in the CASA "
+           f"state folder; CASA's log kept beside the job log)", recover)
 
 
 class fits_header:  # noqa: N801  (a context manager used like a function)

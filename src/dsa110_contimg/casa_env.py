@@ -62,6 +62,12 @@ class CasaEnvError(RuntimeError):
     """The CASA state folder is not safe to use (not ours, not a folder, or open to others)."""
 
 
+def _state_path() -> Path:
+    """Where the state folder is: ``CONTIMG_CASA_DIR``, else ``dsa110_contimg-casa-<uid>`` in the temp folder."""
+    base = os.environ.get("CONTIMG_CASA_DIR")
+    return Path(base) if base else Path(tempfile.gettempdir()) / f"dsa110_contimg-casa-{os.getuid()}"
+
+
 def _state_dir() -> Path:
     """Private per-user folder for the site config and CASA's cache (never ``~``).
 
@@ -70,12 +76,8 @@ def _state_dir() -> Path:
     real folder (not a symlink) owned by this user, or it is refused; its
     mode is tightened to 0700 if looser.
     """
-    base = os.environ.get("CONTIMG_CASA_DIR")
-    if base:
-        path = Path(base)
-        path.parent.mkdir(parents=True, exist_ok=True)
-    else:
-        path = Path(tempfile.gettempdir()) / f"dsa110_contimg-casa-{os.getuid()}"
+    path = _state_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         path.mkdir(mode=0o700)
     except FileExistsError:
@@ -158,8 +160,7 @@ def casatasks() -> ModuleType:
 
 def dead_leftovers(alive: Callable[[int], bool]) -> list[Path]:
     """Files in the state folder that belong to processes for which ``alive`` is false."""
-    base = os.environ.get("CONTIMG_CASA_DIR")
-    state = Path(base) if base else Path(tempfile.gettempdir()) / f"dsa110_contimg-casa-{os.getuid()}"
+    state = _state_path()
     try:
         names = os.listdir(state)
     except FileNotFoundError:

@@ -120,8 +120,6 @@ def configure(logfile: str | os.PathLike | None = None) -> Path:
     state = _state_dir()
     if logfile is None:
         logfile = state / "casa.log"
-    else:  # this process's own choice, over a job's (JOB_LOG_ENV, inherited)
-        os.environ[JOB_LOG_ENV] = str(Path(logfile).resolve())
     logfile = Path(logfile).resolve()
     logfile.parent.mkdir(parents=True, exist_ok=True)
     text = _SITE_CONFIG.format(

@@ -303,6 +303,7 @@ def test_a_casa_job_killed_leaves_no_casa_temporaries(site: Site, tmp_path, monk
     CASA state folder; the next run removes the dead attempt's MS and per-process CASA files."""
     state = tmp_path / "casa-state"  # this test's own CASA state folder (inherited by the jobs)
     monkeypatch.setenv("CONTIMG_CASA_DIR", str(state))
+    monkeypatch.delenv("CASASITECONFIG", raising=False)  # set by an earlier test's CASA in this process
     ms = Path(naming.product_path(site.results, "calibrated", site.group))
     casa_log = site.results / "logs" / "apply_calibration" / f"{site.group}.casa.log"
     proc = site.start("--forcerun", "apply_calibration", name="casa")

@@ -31,6 +31,7 @@ PARTITION=${CONTIMG_SLURM_PARTITION:-debug}
 CONF_DIR=/etc/slurm
 CONF=$CONF_DIR/slurm.conf
 DBD_CONF=$CONF_DIR/slurmdbd.conf
+CGROUP_CONF=$CONF_DIR/cgroup.conf
 MARK="# written by contimg cluster/slurm.sh"
 CTLD_PORT=6817 SLURMD_PORT=6818 DBD_PORT=6819
 DB_SOCK=$RUN/mysql/mysqld.sock
@@ -86,6 +87,25 @@ sbin() { command -v "$1" 2>/dev/null || echo "/usr/sbin/$1"; }
 
 # --------------------------------------------------------------- configs
 
+# How Slurm holds a job to its memory request. With a writable cgroup v1 memory
+# controller: task/cgroup (cgroup.conf ConstrainRAMSpace), as on a production
+# cluster: the kernel's OOM killer stops the job's biggest process and sacct says
+# OUT_OF_MEMORY. Without one (many containers): jobacct_gather samples the job's
+# processes every second and kills the step past its request (sacct: CANCELLED,
+# the job's log: "exceeded memory limit").
+cgroup_memory_usable() {
+    local probe=/sys/fs/cgroup/memory/.contimg-probe-$$
+    [[ -f /sys/fs/cgroup/memory/memory.oom_control ]] && mkdir "$probe" 2>/dev/null && rmdir "$probe"
+}
+
+memory_enforcement() {
+    if cgroup_memory_usable; then
+        printf '%s\n' "TaskPlugin=task/cgroup" "JobAcctGatherParams=UsePss"
+    else
+        printf '%s\n' "TaskPlugin=task/none" "JobAcctGatherParams=OverMemoryKill,UsePss"
+    fi
+}
+
 write_configs() {
     if [[ -e $CONF ]] && ! grep -qF "$MARK" "$CONF"; then
         die "$CONF exists and was not written by this script (a real cluster?); refusing to overwrite it. Move it away to use the test cluster."
@@ -118,8 +138,10 @@ SlurmctldDebug=info
 SlurmdDebug=info
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
+# Each job is held to its memory request (see memory_enforcement).
+$(memory_enforcement)
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SchedulerType=sched/backfill
@@ -142,6 +164,17 @@ PartitionName=$PARTITION Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF
     chmod 644 "$tmp"
     mv -f "$tmp" "$CONF"
+
+    if cgroup_memory_usable; then
+        if [[ -e $CGROUP_CONF ]] && ! grep -qF "$MARK" "$CGROUP_CONF"; then
+            die "$CGROUP_CONF exists and was not written by this script; refusing to overwrite it"
+        fi
+        tmp=$(mktemp "$CONF_DIR/.cgroup.conf.XXXXXX")
+        printf '%s\n' "$MARK" "CgroupPlugin=cgroup/v1" "CgroupMountpoint=/sys/fs/cgroup" \
+            "ConstrainRAMSpace=yes" "ConstrainSwapSpace=no" "ConstrainCores=no" "ConstrainDevices=no" >"$tmp"
+        chmod 644 "$tmp"
+        mv -f "$tmp" "$CGROUP_CONF"
+    fi
 
     tmp=$(mktemp "$CONF_DIR/.slurmdbd.conf.XXXXXX")
     cat >"$tmp" <<EOF
@@ -337,7 +370,7 @@ cmd_purge() {
     cmd_stop
     say "removing $STATE and the configs"
     rm -rf "$STATE"
-    for f in "$CONF" "$DBD_CONF"; do
+    for f in "$CONF" "$DBD_CONF" "$CGROUP_CONF"; do
         [[ -e $f ]] && grep -qF "$MARK" "$f" && rm -f "$f"
     done
     return 0

@@ -12,6 +12,11 @@ and left running; one started here is stopped at the end.
 test_demo_workflow_runs_through_slurm runs the default target (every stage);
 a new stage's rule name goes into the rules expected in the Slurm job logs
 (or LOCAL_RULES when it is a localrule).
+
+The fault cases (a job over its memory, a job cancelled with scancel) image
+the fault suite's observation (tests/faults/faultsite.py) through Slurm and
+add their rows to its fault table. cluster/slurm.sh makes Slurm hold each job
+to its memory request (task/cgroup where the memory cgroup is writable).
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ import yaml
 from needs import unavailable
 from simdata import SMALL, simulate, transit_start
 
-from dsa110_contimg import naming
+from dsa110_contimg import naming, runlock
 from dsa110_contimg.config import validate_config
 from dsa110_contimg.db import Database
+from dsa110_contimg.db.jobs import gone_reason, slurm_end
 from dsa110_contimg.raw.grouping import group_files
 
 
@@ -272,3 +278,151 @@ def test_bad_cluster_setting_fails_fast_with_slurm_reason(case, tmp_path, slurm,
     queued = subprocess.run(["squeue", "-h", "--name", run_id], capture_output=True, text=True, timeout=60)
     assert queued.returncode == 0 and queued.stdout.strip() == "", queued.stdout
     assert not (tmp_path / naming.ms_path("results", group)).exists()
+
+
+# ------------------------------------------------------------------ faults
+
+
+@pytest.fixture(scope="module")
+def fault_site(tmp_path_factory, slurm):
+    """The fault suite's observation, made locally once; the cases image it through Slurm."""
+    from faults.faultsite import make_site
+
+    return make_site(tmp_path_factory.mktemp("slurm_faults"))
+
+
+def _slurm_memory_enforced() -> str:
+    """How the running cluster holds a job to its memory (fails the test when it does not)."""
+    conf = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60).stdout
+    if re.search(r"^TaskPlugin\s*=.*task/cgroup", conf, re.M):
+        return "cgroup"
+    if re.search(r"^JobAcctGatherParams\s*=.*OverMemoryKill", conf, re.M):
+        return "jobacct"
+    pytest.fail("the running Slurm does not enforce memory requests (started by an older cluster/slurm.sh?): "
+                "restart it with `cluster/slurm.sh stop && cluster/slurm.sh start`")
+
+
+def _with_imsize(site, imsize: int) -> Path:
+    config = site.workdir / f"imsize{imsize}.yaml"
+    config.write_text(yaml.safe_dump({**yaml.safe_load(site.config.read_text()), "imaging": {"imsize": imsize}}))
+    return config
+
+
+def _image_runs(site) -> list[dict]:
+    with site.database() as db:
+        return db.job_runs(rule="image", group=site.group)
+
+
+def _slurm_recover(site, snakemake_exe, repo_root) -> float:
+    """The rerun after the fault is cleared: the site's own config, the rules' own memory; its wall time."""
+    t0 = time.monotonic()
+    out = _snakemake(snakemake_exe, repo_root, site.workdir, "--profile", str(repo_root / "profiles" / "slurm-test"),
+                     configs=[site.config], timeout=900)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-4000:]
+    recover = time.monotonic() - t0
+    site.assert_healthy()
+    return recover
+
+
+def test_a_job_over_its_memory_is_named_out_of_memory_and_a_rerun_recovers(fault_site, snakemake_exe, repo_root):
+    """A 4096-pixel image in 1200 MB: Slurm stops it; status, the database and the log name it."""
+    from faults.faultsite import record
+
+    site, mechanism = fault_site, _slurm_memory_enforced()
+    with site.database() as db:
+        registered = {r["path"]: r["updated_at"] for r in db.list_products()}
+    out = _snakemake(snakemake_exe, repo_root, site.workdir, str(site.image), "--forcerun", "image",
+                     "--profile", str(repo_root / "profiles" / "slurm-test"),
+                     "--set-resources", "image:mem_mb=1200", configs=[_with_imsize(site, 4096)], timeout=600)  # fmt: skip
+    assert out.returncode != 0, out.stderr[-3000:]
+    (job_id,) = re.findall(r"has been submitted with SLURM jobid (\d+)", out.stderr)
+    states = {row["State"] for row in _sacct(re.search(r"SLURM run ID: (\S+)", out.stderr).group(1))}
+    assert states == {"FAILED"} or "OUT_OF_MEMORY" in states, states
+
+    status = site.status()
+    assert status.returncode == 1, status.stdout
+    alert = re.search(rf"^\s*(jobs_failed|jobs_died) {site.group[:10]}: 1 (?:failed|died) job\(s\): {site.group} image",
+                      status.stdout, re.M)  # fmt: skip
+    assert alert, status.stdout
+    line = next(ln for ln in status.stdout.splitlines() if f"{site.group}  image: " in ln)
+    assert "out of memory" in line, status.stdout
+    assert "no limit" not in line and ("1200 MB" in line or "OUT_OF_MEMORY" in line or mechanism != "cgroup"), line
+    sync = site.contimg("db", "sync")  # records a died run as died
+    assert sync.returncode == 0, sync.stdout + sync.stderr
+    run = _image_runs(site)[-1]
+    assert run["status"] in ("failed", "died") and run["slurm_job_id"] == job_id, run
+    assert "out of memory" in run["message"], run["message"]
+    if mechanism == "cgroup":
+        assert "OUT_OF_MEMORY" in run["message"] or "the kernel killed" in run["message"], run["message"]
+        assert slurm_end(job_id) == f"out of memory (Slurm job {job_id}: step {job_id}.0 OUT_OF_MEMORY)"
+
+    # Nothing half-written registered: every product row is the one of before, no 4096-pixel image anywhere.
+    with site.database() as db:
+        assert {r["path"]: r["updated_at"] for r in db.list_products()} == registered
+    assert not site.image.exists(), "snakemake removes the outputs of a job it reruns; none was written"
+    assert all(".image-work-" in p for p in site.leftovers()), site.leftovers()
+
+    recover = _slurm_recover(site, snakemake_exe, repo_root)
+    record(f"image job over its memory under Slurm ({mechanism}: 4096-pixel image in 1200 MB)",
+           f"exit 1, `{alert.group(1)}`: `<group> image: {line.split(' image: ', 1)[1].split('  [log')[0][:120]} ...`", "nothing (work folder removed by the rerun)",
+           recover)
+
+
+def test_a_job_cancelled_by_scancel_is_recorded_as_terminated(fault_site, snakemake_exe, repo_root):
+    """scancel sends SIGTERM: the job records its failure as such before Slurm's SIGKILL."""
+    from faults.faultsite import record
+
+    site = fault_site
+    cmd = [str(snakemake_exe), "-s", str(repo_root / "Snakefile"), str(site.image), "--forcerun", "image",
+           "--profile", str(repo_root / "profiles" / "slurm-test"), "--configfile",
+           str(repo_root / "config" / "config.yaml"), str(_with_imsize(site, 4096))]  # fmt: skip
+    with open(site.workdir / "scancel.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=site.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        site.wait_for_image_job(proc, timeout=300)
+        run = _image_runs(site)[-1]
+        assert run["status"] == "running" and run["slurm_job_id"], run
+        subprocess.run(["scancel", run["slurm_job_id"]], check=True, timeout=60)
+        assert proc.wait(timeout=300) != 0
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=120)
+    run = _image_runs(site)[-1]
+    assert run["status"] == "failed", run
+    assert run["message"].startswith("Terminated: terminated by SIGTERM"), run["message"]
+    status = site.status()
+    assert status.returncode == 1 and f"jobs_failed {site.group[:10]}: 1 failed job(s): {site.group} image" \
+        in status.stdout, status.stdout
+    line = next(ln for ln in status.stdout.splitlines() if f"{site.group}  image: " in ln)
+    assert "terminated by SIGTERM" in line
+    assert slurm_end(run["slurm_job_id"]).startswith(f"cancelled (Slurm job {run['slurm_job_id']}: step ")
+    assert not runlock.pid_alive(run["pid"])
+
+    recover = _slurm_recover(site, snakemake_exe, repo_root)
+    record("scancel of the image job under Slurm (SIGTERM)", f"exit 1, `jobs_failed`: `<group> image: {line.split(' image: ', 1)[1].split('  [log')[0][:120]}`",
+           "nothing (work folder removed by the job itself or the rerun)", recover)
+
+
+GREEDY = "x = bytearray(400 * 2**20); x[::4096] = b'1' * len(x[::4096])"
+
+
+def test_a_job_killed_whole_for_memory_is_reaped_as_died_out_of_memory(slurm, tmp_path):
+    """When the stage's own process is the one killed, its run (left "running") is named from sacct."""
+    import sys
+
+    if _slurm_memory_enforced() != "cgroup":
+        unavailable("sacct names OUT_OF_MEMORY only under task/cgroup (jobacct_gather kills are CANCELLED)")
+    job_id = subprocess.run(["sbatch", "--parsable", "--mem=200", "-o", str(tmp_path / "greedy.log"), "--wrap",
+                             f"srun {sys.executable} -c \"{GREEDY}\""],
+                            capture_output=True, text=True, timeout=60, check=True).stdout.strip()  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and slurm_end(job_id) is None:
+        time.sleep(1)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    run = {"status": "running", "host": os.uname().nodename, "pid": gone.pid, "slurm_job_id": job_id,
+           "started": None, "log_path": None}  # fmt: skip
+    reason = gone_reason(run)
+    assert reason.startswith(f"died: out of memory (Slurm job {job_id}: step {job_id}.0 OUT_OF_MEMORY): "
+                             f"process {gone.pid} on "), reason

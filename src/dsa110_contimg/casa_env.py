@@ -9,6 +9,13 @@ offline and never touches the user's home directory.
 
 Every module that needs casatools calls :func:`casatools` / :func:`casatasks`
 instead of importing them directly, so the environment is always set first.
+
+A workflow job sends CASA's log (megabytes for a calibration) beside its own
+log (:data:`JOB_LOG_ENV`, set by :func:`dsa110_contimg.stages.common.stage_run`)
+instead of into the state folder, where a killed job's share could never be
+told apart or removed; :func:`dead_leftovers` finds what processes that are
+gone left in the state folder (per-process CASA logs and site configs of
+earlier versions, half-written site configs), for the next run to remove.
 """
 
 from __future__ import annotations
@@ -16,9 +23,11 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import re
 import stat
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -41,9 +50,22 @@ startupfile = ''
 #: Site configs unused for this long are removed when a new one is written.
 SITE_CONFIG_MAX_AGE_S = 86400.0
 
+#: Where CASA's log goes in this process, once casatasks is imported (a job's own file).
+JOB_LOG_ENV = "CONTIMG_CASA_LOG"
+
+#: Files of one process in the state folder, named after its id.
+_PER_PROCESS = re.compile(r"^(?:casa-(?P<log>\d+)\.log|casasiteconfig-(?P<site>\d+)\.py"
+                          r"|\.casasiteconfig-[0-9a-f]+\.py\.tmp-(?P<tmp>\d+))$")
+
 
 class CasaEnvError(RuntimeError):
     """The CASA state folder is not safe to use (not ours, not a folder, or open to others)."""
+
+
+def _state_path() -> Path:
+    """Where the state folder is: ``CONTIMG_CASA_DIR``, else ``dsa110_contimg-casa-<uid>`` in the temp folder."""
+    base = os.environ.get("CONTIMG_CASA_DIR")
+    return Path(base) if base else Path(tempfile.gettempdir()) / f"dsa110_contimg-casa-{os.getuid()}"
 
 
 def _state_dir() -> Path:
@@ -54,12 +76,8 @@ def _state_dir() -> Path:
     real folder (not a symlink) owned by this user, or it is refused; its
     mode is tightened to 0700 if looser.
     """
-    base = os.environ.get("CONTIMG_CASA_DIR")
-    if base:
-        path = Path(base)
-        path.parent.mkdir(parents=True, exist_ok=True)
-    else:
-        path = Path(tempfile.gettempdir()) / f"dsa110_contimg-casa-{os.getuid()}"
+    path = _state_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         path.mkdir(mode=0o700)
     except FileExistsError:
@@ -129,6 +147,25 @@ def casatools() -> ModuleType:
 
 
 def casatasks() -> ModuleType:
-    """Import casatasks with the offline configuration."""
+    """Import casatasks with the offline configuration; its log goes to :data:`JOB_LOG_ENV` when set."""
     casatools()
-    return importlib.import_module("casatasks")
+    module = importlib.import_module("casatasks")
+    job_log = os.environ.get(JOB_LOG_ENV)
+    if job_log and module.casalog.logfile() != job_log:
+        module.casalog.setlogfile(job_log)
+    return module
+
+
+def dead_leftovers(alive: Callable[[int], bool]) -> list[Path]:
+    """Files in the state folder that belong to processes for which ``alive`` is false."""
+    state = _state_path()
+    try:
+        names = os.listdir(state)
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        match = _PER_PROCESS.match(name)
+        if match and not alive(int(next(pid for pid in match.groups() if pid))):
+            found.append(state / name)
+    return found

@@ -16,6 +16,10 @@ holds it and a random token, which its jobs inherit through the environment.
   :func:`dsa110_contimg.provenance.atomic_output`): raise
   :class:`StaleAttemptError` unless the run that started this job still holds
   the lock.
+- :func:`watch_run` (every job, :func:`dsa110_contimg.stages.common.stage_run`):
+  a thread that checks the same every second and, once the job's run is gone,
+  kills the job's child processes (the imager) and the job itself, so an orphan
+  of a killed Snakemake stops within seconds instead of imaging for hours.
 """
 
 from __future__ import annotations
@@ -30,7 +34,10 @@ import platform
 import re
 import secrets
 import shutil
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,8 +50,10 @@ TOKEN_ENV = "CONTIMG_RUN_TOKEN"
 LOCK_ENV = "CONTIMG_RUN_LOCK"
 
 #: Hidden leftovers of an attempt, named after its process id: atomic_output's
-#: temporaries and set-aside old products, and the imager's work folders.
-LEFTOVER = re.compile(r"^\..+\.(?:tmp|old|image-work)-(?P<pid>\d+)$")
+#: temporaries and set-aside old products, the imager's work folders, and files
+#: named after a temporary (the calibration library CASA's mstransform reads,
+#: ``.<ms>.tmp-<pid>.callib.txt``).
+LEFTOVER = re.compile(r"^\..+\.(?:tmp|old|image-work)-(?P<pid>\d+)(?:\.[^/]+)?$")
 
 _held: dict[Path, int] = {}  # lock file -> descriptor holding the flock, for this process's life
 
@@ -194,6 +203,112 @@ def ensure_current(what: str | os.PathLike[str] | None = None) -> None:
         )
 
 
+# ---------------------------------------------------------------- orphans
+
+#: Exit status of a job that stopped itself because its run is gone (EX_TEMPFAIL: redo it).
+ORPHAN_EXIT = 75
+
+
+def _children_of() -> dict[int, list[int]]:
+    """Every process of this host by parent id, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, ppid = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+        if state != "Z":  # a zombie has ended already
+            children.setdefault(int(ppid), []).append(int(entry.name))
+    return children
+
+
+def descendants(pid: int) -> list[int]:
+    """Process ids of every live descendant of ``pid`` on this host (children before grandchildren)."""
+    children, found, todo = _children_of(), [], [pid]
+    while todo:
+        kids = children.get(todo.pop(0), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def signal_descendants(sig: int, pid: int | None = None) -> list[str]:
+    """Send ``sig`` to every descendant of ``pid`` (default: this process); returns "name (pid)" of each.
+
+    Looks again until none is left unsignalled, so a child forked meanwhile gets it too.
+    """
+    pid = os.getpid() if pid is None else pid
+    sent: list[str] = []
+    signalled: set[int] = set()
+    for _ in range(10):
+        found = [child for child in descendants(pid) if child not in signalled]
+        if not found:
+            break
+        for child in found:
+            signalled.add(child)
+            name = _name(child)
+            try:
+                os.kill(child, sig)
+            except ProcessLookupError:
+                continue
+            sent.append(f"{name} ({child})")
+        time.sleep(0.02)
+    return sent
+
+
+_orphaned = threading.Event()
+
+
+def orphaned() -> bool:
+    """Whether :func:`watch_run` is stopping this process (its failure is recorded there, not by the job)."""
+    return _orphaned.is_set()
+
+
+def watch_run(on_orphan: Callable[[StaleAttemptError], None], interval_s: float = 1.0) -> threading.Event | None:
+    """Stop this job as soon as its run is gone; returns the event that ends the watch (None: not in a run).
+
+    Every ``interval_s`` a daemon thread runs :func:`ensure_current`. Once it
+    raises, the thread freezes every child process of the job (an imager:
+    WSClean, tclean's Python) with SIGSTOP, so that the job cannot take their
+    end for a failure of its own; calls ``on_orphan`` with the error (naming
+    what is stopped) to record it; SIGKILLs the children; and ends the process
+    at once with :data:`ORPHAN_EXIT`: the main thread may be deep in C code
+    that no signal would interrupt. Its temporaries are removed by the next
+    run (:func:`remove_dead_leftovers`).
+    """
+    if not os.environ.get(TOKEN_ENV) or not os.environ.get(LOCK_ENV):
+        return None
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(interval_s):
+            try:
+                ensure_current()
+            except StaleAttemptError as exc:
+                _orphaned.set()
+                frozen = signal_descendants(signal.SIGSTOP)
+                what = ", ".join(frozen) if frozen else "no child process"
+                try:
+                    on_orphan(StaleAttemptError(f"orphaned job stopped at once with {what}: {exc}"))
+                finally:
+                    signal_descendants(signal.SIGKILL)
+                    os._exit(ORPHAN_EXIT)
+            except (OSError, RunLockError) as exc:  # the lock file unreadable for a moment: look again
+                log.warning("cannot check the run lock: %s", exc)
+
+    threading.Thread(target=watch, name="contimg-run-watch", daemon=True).start()
+    return done
+
+
 # ---------------------------------------------------------------- cleanup
 
 
@@ -216,14 +331,16 @@ def _size(path: Path) -> int:
 def remove_dead_leftovers(results_dir: str | os.PathLike[str]) -> list[tuple[Path, int]]:
     """Remove the leftovers of attempts whose process is gone; returns (path, bytes) of each.
 
-    Only leftovers of processes that no longer exist on this host go: a live
+    Those under ``results_dir`` (:data:`LEFTOVER`) and those in CASA's state
+    folder (:func:`dsa110_contimg.casa_env.dead_leftovers`). Only leftovers of processes that no longer exist on this host go: a live
     one may be an orphaned job still writing (it fails at its rename, see
     :func:`ensure_current`, and its own clean-up removes it).
     """
+    from .casa_env import dead_leftovers
+
     removed = []
-    for path in _walk_leftovers(Path(results_dir)):
-        if pid_alive(int(LEFTOVER.match(path.name)["pid"])):
-            continue
+    candidates = [p for p in _walk_leftovers(Path(results_dir)) if not pid_alive(int(LEFTOVER.match(p.name)["pid"]))]
+    for path in candidates + dead_leftovers(pid_alive):
         try:
             size = _size(path)
             if path.is_dir() and not path.is_symlink():
@@ -279,10 +396,14 @@ __all__ = [
     "StaleAttemptError",
     "acquire",
     "ensure_current",
+    "descendants",
     "lock_path",
+    "orphaned",
     "pid_alive",
     "read_holder",
     "release",
     "remove_dead_leftovers",
+    "signal_descendants",
     "start_run",
+    "watch_run",
 ]

@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +118,51 @@ def test_a_job_terminated_by_sigterm_is_recorded_as_failed(config):
     (run,) = _runs(config)
     assert run["status"] == "failed" and run["pid"] == proc.pid
     assert run["message"].startswith("Terminated: terminated by SIGTERM"), run["message"]
+
+
+def test_memory_error_is_named_out_of_memory(config):
+    with pytest.raises(MemoryError), job_run(config, "image", {"group": GROUP}):
+        raise MemoryError("Unable to allocate 8.00 GiB for an array")
+    (run,) = _runs(config)
+    assert run["message"].startswith("out of memory: MemoryError: Unable to allocate"), run["message"]
+
+
+GREEDY = """
+import subprocess, sys
+from dsa110_contimg.config import validate_config
+from dsa110_contimg.db import job_run
+config = validate_config({"results_dir": sys.argv[1]})
+print("ready", flush=True)
+sys.stdin.readline()  # moved into the memory cgroup
+with job_run(config, "image", {"group": "2025-06-15T08:00:03"}):
+    # the imager: a child that needs more than the job's memory limit
+    code = subprocess.run([sys.executable, "-c", "x = bytearray(400 * 2**20); x[::4096] = b'1' * len(x[::4096])"]).returncode
+    raise RuntimeError(f"imager failed (exit {code})")
+"""
+
+
+def test_a_child_killed_by_the_oom_killer_is_named_out_of_memory(config, tmp_path):
+    """The job in a memory cgroup of 200 MB (as Slurm's task/cgroup makes one); its imager needs 400 MB."""
+    from needs import unavailable
+
+    root = Path("/sys/fs/cgroup/memory")
+    if os.geteuid() != 0 or not (root / "memory.oom_control").exists():
+        unavailable("needs root and a cgroup v1 memory controller at /sys/fs/cgroup/memory")
+    group = root / f"contimg-test-{os.getpid()}"
+    group.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    try:
+        (group / "memory.limit_in_bytes").write_text(str(200 * 2**20))
+        proc = subprocess.Popen([sys.executable, "-c", GREEDY, config["results_dir"]], env=env, text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        assert proc.stdout.readline().strip() == "ready"
+        (group / "cgroup.procs").write_text(str(proc.pid))
+        _, err = proc.communicate("go\n", timeout=120)
+        assert proc.returncode != 0 and "imager failed (exit -9)" in err, err[-2000:]
+    finally:
+        group.rmdir()
+    (run,) = _runs(config)
+    assert run["status"] == "failed"
+    assert run["message"].startswith(
+        "out of memory: the kernel killed 1 process(es) of this job (its memory limit is 200 MB): RuntimeError"
+    ), run["message"]

@@ -19,7 +19,7 @@ import yaml
 from casacore import tables
 from faultsite import Site, record
 
-from dsa110_contimg import naming
+from dsa110_contimg import naming, runlock
 
 
 def _runs(site: Site, rule: str) -> list[dict]:
@@ -220,19 +220,134 @@ def test_an_orphan_of_a_killed_snakemake_never_replaces_the_rerun_product(site: 
             os.killpg(first.pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and os.path.exists(f"/proc/{orphan}"):
-        time.sleep(0.5)
+    # Let go, the orphan finds its run gone (runlock.watch_run) and stops within seconds.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and runlock.pid_alive(orphan):
+        time.sleep(0.1)
+    assert not runlock.pid_alive(orphan), "the orphan stops itself once it runs again"
     with fits_header(site.image) as header:
         assert header["NAXIS1"] == 128, "the rerun's 128-pixel image stands"
     (stale,) = [r for r in _runs(site, "image") if r["pid"] == orphan]
-    assert stale["status"] == "failed" and "StaleAttemptError: stale attempt" in stale["message"], stale
+    assert stale["status"] == "failed" and stale["message"].startswith("StaleAttemptError: "), stale
+    assert "stale attempt" in stale["message"], stale
     assert f"the snakemake that started this job (pid {first.pid}" in stale["message"] \
         or "no longer holds" in stale["message"]
     site.assert_healthy()
-    record("kill -9 of snakemake; its orphaned image job finishes after a rerun",
-           "(rerun) `took over the lock ... from a run that is gone`; orphan's run `failed: StaleAttemptError`, "
-           "exit 0", "nothing (the orphan's output is discarded, the rerun's product stands)", recover)
+    record("kill -9 of snakemake; its orphaned image job held back (SIGSTOP) until a rerun is done",
+           "(rerun) `took over the lock ... from a run that is gone`; let go, the orphan stops itself in seconds: "
+           "its run `failed: StaleAttemptError`", "nothing (the orphan's output is discarded, the rerun's product "
+           "stands)", recover)
+
+
+def _wait_for_child(pid: int, name: str, proc: subprocess.Popen, timeout: float = 300) -> int:
+    """The process id of ``pid``'s descendant called ``name`` once it runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        for child in runlock.descendants(pid):
+            try:
+                if Path(f"/proc/{child}/comm").read_text().strip() == name:
+                    return child
+            except OSError:
+                continue
+        time.sleep(0.05)
+    raise AssertionError(f"no {name} under job {pid}")
+
+
+def test_orphans_of_a_killed_snakemake_stop_at_once_with_their_imager(site: Site):
+    """kill -9 of Snakemake while WSClean images 4096 pixels: the job and WSClean are gone in seconds."""
+    big = site.workdir / "big.yaml"
+    big.write_text(yaml.safe_dump({**yaml.safe_load(site.config.read_text()), "imaging": {"imsize": 4096}}))
+    first = site.start("--forcerun", "image", config=big, name="orphans")
+    try:
+        job = site.wait_for_image_job(first)
+        imager = _wait_for_child(job, "wsclean", first)
+        os.kill(first.pid, signal.SIGKILL)  # Snakemake alone
+        t0 = time.monotonic()
+        first.wait(timeout=60)
+        while time.monotonic() - t0 < 30 and (runlock.pid_alive(job) or runlock.pid_alive(imager)):
+            time.sleep(0.05)
+        stopped = time.monotonic() - t0
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    assert site.snakemake("--unlock").returncode == 0  # Snakemake's own lock, left by the kill
+    assert not runlock.pid_alive(job) and not runlock.pid_alive(imager), "the orphan and its WSClean still run"
+    assert stopped < 5, f"the orphan took {stopped:.1f} s to stop"
+
+    status = site.status()
+    assert status.returncode == 1, status.stdout
+    assert f"jobs_failed {site.group[:10]}: 1 failed job(s): {site.group} image" in status.stdout, status.stdout
+    line = next(ln for ln in status.stdout.splitlines() if f"{site.group}  image: " in ln)
+    assert f"image: StaleAttemptError: orphaned job stopped at once with wsclean ({imager}): stale attempt: " \
+        f"the snakemake that started this job (pid {first.pid}" in line, line
+    (run,) = [r for r in _runs(site, "image") if r["pid"] == job]
+    assert run["status"] == "failed" and "is gone; its output is discarded" in run["message"], run["message"]
+    # Its work folder is left (removed by the next run) unless the job's own clean-up got to it first.
+    assert set(site.leftovers()) <= {f"images/.{site.group}.image-work-{job}"}, site.leftovers()
+
+    t0 = time.monotonic()
+    out = site.snakemake()
+    assert out.returncode == 0, out.stderr[-3000:]
+    recover = time.monotonic() - t0
+    assert "took over the lock of" in out.stderr
+    site.assert_healthy()
+    record("kill -9 of snakemake while WSClean images (4096 pixels)",
+           f"exit 1, `jobs_failed`: `<group> image: StaleAttemptError: orphaned job stopped at once with wsclean "
+           f"(PID): stale attempt: the snakemake that started this job (pid N ...) is gone ...`; job and WSClean "
+           f"gone {stopped:.1f} s after the kill", "nothing (work folder removed by the rerun or the job itself)", recover)
+
+
+def test_a_casa_job_killed_leaves_no_casa_temporaries(site: Site, tmp_path, monkeypatch):
+    """kill -9 of apply_calibration while CASA works: its CASA log is beside its job log, not in the shared
+    CASA state folder; the next run removes the dead attempt's MS and per-process CASA files."""
+    state = tmp_path / "casa-state"  # this test's own CASA state folder (inherited by the jobs)
+    monkeypatch.setenv("CONTIMG_CASA_DIR", str(state))
+    monkeypatch.delenv("CASASITECONFIG", raising=False)  # set by an earlier test's CASA in this process
+    ms = Path(naming.product_path(site.results, "calibrated", site.group))
+    casa_log = site.results / "logs" / "apply_calibration" / f"{site.group}.casa.log"
+    proc = site.start("--forcerun", "apply_calibration", name="casa")
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not list(ms.parent.glob(f".{ms.name}.tmp-*[0-9]")):
+            assert proc.poll() is None, site.log_tail(name="casa")
+            time.sleep(0.05)
+        (tmp,) = ms.parent.glob(f".{ms.name}.tmp-*[0-9]")  # the job has started (its earlier CASA log is gone)
+        job = int(tmp.name.rsplit("-", 1)[1])
+        while time.monotonic() < deadline and not (casa_log.exists() and casa_log.stat().st_size > 0):
+            assert proc.poll() is None, site.log_tail(name="casa")
+            time.sleep(0.05)
+        casa_files = sorted(p.name for p in ms.parent.glob(f".{ms.name}.tmp-{job}.*"))  # mstransform's callib
+        os.kill(job, signal.SIGKILL)
+        assert proc.wait(timeout=300) != 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    shared = state / "casa.log"
+    assert not shared.exists() or shared.stat().st_size < 8000, "CASA's chatter went to the shared log"
+    assert not [p.name for p in state.iterdir() if p.name.startswith("casa-")], "no per-process CASA file"
+    assert casa_log.stat().st_size > 0, "the killed job's CASA log is kept beside its job log"
+    earlier = state / f"casa-{job}.log"  # what earlier versions left per process: the next run removes it too
+    earlier.write_text("x" * 100_000)
+    status = site.status()
+    assert status.returncode == 1 and f"{site.group} apply_calibration" in status.stdout, status.stdout
+    assert "jobs_died" in status.stdout
+
+    # The product the killed job was replacing is intact, so a plain rerun would have nothing to do (and
+    # Snakemake runs no onstart then): the operator reruns the job that died.
+    t0 = time.monotonic()
+    out = site.snakemake("--forcerun", "apply_calibration")
+    assert out.returncode == 0, out.stderr[-3000:]
+    recover = time.monotonic() - t0
+    removed = 2 + len(casa_files)  # the attempt's MS, its CASA files, the earlier version's CASA log
+    assert f"removed {removed} leftover(s) of dead job attempts" in out.stderr, (casa_files, out.stderr[-3000:])
+    assert not earlier.exists() and not tmp.exists()
+    assert casa_log.exists(), "the rerun's CASA log is beside its job log"
+    site.assert_healthy()
+    record("kill -9 of apply_calibration while CASA works", "exit 1, `jobs_died`: `<group> apply_calibration: died: "
+           "process N ... is gone without a final record`", f"nothing (the next run removes the attempt's MS, "
+           f"{', '.join(casa_files) or 'no CASA input file at that moment'} and dead processes' files in the CASA "
+           f"state folder; CASA's log kept beside the job log)", recover)
 
 
 class fits_header:  # noqa: N801  (a context manager used like a function)

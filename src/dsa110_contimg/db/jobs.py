@@ -8,7 +8,11 @@ is gone, queries show such a run as died, and :func:`reap` (run by the next
 workflow run and by ``contimg db sync``) records it as "died".
 
 Operating-system errors are named for what they mean to an operator: a full
-disk is "out of disk space", not "disk I/O error".
+disk is "out of disk space", not "disk I/O error". A job over its memory is
+"out of memory" whichever way it ends: a ``MemoryError``; a child process (the
+imager) killed by the kernel's OOM killer in the job's memory cgroup (Slurm's
+task/cgroup), named by :func:`oom_since`; or the job itself killed, named when
+the run is reaped from Slurm's accounting (``OUT_OF_MEMORY``, :func:`slurm_end`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import naming
-from ..runlock import pid_alive
+from ..runlock import orphaned, pid_alive
 from .registry import ensure_group, utc_naive
 from .schema import JOB_STATUSES, JobRun
 
@@ -83,6 +87,8 @@ def os_problem(exc: BaseException) -> str | None:
     """'out of disk space' (or another name from :data:`OS_ERROR_NAMES`) when
     ``exc`` or what caused it is such an OS error; None otherwise."""
     for link in _chain(exc):
+        if isinstance(link, MemoryError):
+            return OS_ERROR_NAMES[errno.ENOMEM]
         if isinstance(link, OSError) and link.errno in OS_ERROR_NAMES:
             return OS_ERROR_NAMES[link.errno]
         if isinstance(link, OSError) and link.errno is None:  # shutil.Error: the errors as text
@@ -94,10 +100,11 @@ def os_problem(exc: BaseException) -> str | None:
     return None
 
 
-def failure_message(exc: BaseException) -> str:
-    """One line saying what went wrong: the OS problem's name if any, the type and message."""
+def failure_message(exc: BaseException, problem: str | None = None) -> str:
+    """One line saying what went wrong: the OS problem's name if any (``problem``
+    when given, else :func:`os_problem`), the type and message."""
     text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    problem = os_problem(exc)
+    problem = problem or os_problem(exc)
     if problem and not text.startswith(problem):
         text = f"{problem}: {text}"
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
@@ -118,6 +125,62 @@ def free_space_problem(path: str | os.PathLike[str], minimum_bytes: int = 1 << 2
     return None
 
 
+# ------------------------------------------------------- memory limits
+
+
+def _memory_cgroup() -> Path | None:
+    """This process's memory cgroup folder (cgroup v1 ``memory`` or the v2 unified one), if any."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            folder = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+            return folder if (folder / "memory.oom_control").exists() else None
+    for line in lines:
+        if line.startswith("0::"):
+            folder = Path("/sys/fs/cgroup") / line[3:].lstrip("/")
+            return folder if (folder / "memory.events").exists() else None
+    return None
+
+
+def memory_oom_kills() -> tuple[int, str] | None:
+    """(processes the kernel killed for memory in this process's cgroup, its limit as text);
+    None when there is no memory cgroup to read (v1 ``memory.oom_control``, v2 ``memory.events``)."""
+    folder = _memory_cgroup()
+    if folder is None:
+        return None
+    v1 = (folder / "memory.oom_control").exists()
+    try:
+        text = (folder / ("memory.oom_control" if v1 else "memory.events")).read_text()
+    except OSError:
+        return None
+    kills = re.search(r"^oom_kill (\d+)$", text, re.M)
+    if kills is None:
+        return None
+    limits = []  # the tightest limit of the cgroup and its parents (Slurm sets the job's, not the task's)
+    for where in (folder, *folder.parents):
+        try:
+            value = (where / ("memory.limit_in_bytes" if v1 else "memory.max")).read_text().strip()
+        except OSError:
+            break
+        if value.isdigit() and int(value) < 2**60:
+            limits.append(int(value))
+    return int(kills.group(1)), f"{min(limits) / 2**20:.0f} MB" if limits else "no limit"
+
+
+def oom_since(before: tuple[int, str] | None) -> str | None:
+    """'out of memory: ...' when the kernel has killed a process of this job's
+    memory cgroup since ``before`` (a :func:`memory_oom_kills` reading)."""
+    now = memory_oom_kills()
+    if before is None or now is None or now[0] <= before[0]:
+        return None
+    return (f"{OS_ERROR_NAMES[errno.ENOMEM]}: the kernel killed {now[0] - before[0]} process(es) of this job "
+            f"(its memory limit is {now[1]})")
+
+
 # ------------------------------------------------------------ died runs
 
 
@@ -133,20 +196,52 @@ def _proc_start(pid: int) -> dt.datetime | None:
     return utc_naive(dt.datetime.now(dt.UTC)) - dt.timedelta(seconds=age)
 
 
+#: How a Slurm job ended, by the state sacct gives it or one of its steps, most telling first.
+SLURM_ENDS = {
+    "OUT_OF_MEMORY": OS_ERROR_NAMES[errno.ENOMEM],
+    "TIMEOUT": "time limit reached",
+    "CANCELLED": "cancelled",
+    "NODE_FAIL": "node failure",
+    "PREEMPTED": "preempted",
+    "BOOT_FAIL": "node failed to boot",
+    "DEADLINE": "deadline reached",
+}
+
+
+def _run_quietly(cmd: list[str]) -> subprocess.CompletedProcess | None:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def slurm_end(job_id: str) -> str | None:
+    """How Slurm job ``job_id`` ended, from sacct: 'out of memory (Slurm job N: OUT_OF_MEMORY)',
+    'cancelled (...)', ...; None when sacct is missing, does not answer or names nothing telling."""
+    sacct = shutil.which("sacct")
+    out = _run_quietly([sacct, "-j", job_id, "-n", "-P", "-o", "JobID,State"]) if sacct else None
+    if out is None or out.returncode != 0:
+        return None
+    states = {}
+    for line in out.stdout.splitlines():
+        step, _, state = line.partition("|")
+        if state:
+            states.setdefault(state.split()[0].rstrip("+"), step)
+    for state, meaning in SLURM_ENDS.items():
+        if state in states:
+            return f"{meaning} (Slurm job {job_id}: step {states[state]} {state})"
+    return None
+
+
 def _slurm_gone(job_id: str) -> str | None:
     """Why Slurm job ``job_id`` is over (None: still queued or running, or unknown)."""
     squeue = shutil.which("squeue")
-    if squeue is None:
-        return None
-    try:
-        out = subprocess.run([squeue, "-h", "-j", job_id, "-o", "%T"], capture_output=True,
-                             text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode == 0 and out.stdout.strip():
+    out = _run_quietly([squeue, "-h", "-j", job_id, "-o", "%T"]) if squeue else None
+    if out is None or (out.returncode == 0 and out.stdout.strip()):
         return None
     if out.returncode == 0 or "Invalid job id" in out.stderr:
-        return f"Slurm job {job_id} is no longer queued or running"
+        end = slurm_end(job_id)
+        return f"{end}: Slurm job {job_id} is over" if end else f"Slurm job {job_id} is no longer queued or running"
     return None
 
 
@@ -167,7 +262,9 @@ def gone_reason(run: JobRun | Mapping[str, Any], host: str | None = None) -> str
     if get("host") == host and pid is not None:
         if not pid_alive(pid):
             full = free_space_problem(get("log_path")) if get("log_path") else None
-            return (f"died: {where} is gone without a final record (killed, out of memory or crashed)"
+            end = slurm_end(str(get("slurm_job_id"))) if get("slurm_job_id") else None
+            return ("died: " + (f"{end}: " if end else "")
+                    + f"{where} is gone without a final record (killed, out of memory or crashed)"
                     + (f"; {full}" if full else ""))
         began = _proc_start(pid)
         if started is not None and began is not None and began > started + dt.timedelta(seconds=2):
@@ -291,6 +388,28 @@ def _terminate_as_exception() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def record_failure(
+    config: Mapping[str, Any], rule: str, wildcards: Mapping[str, Any], run_id: int, exc: BaseException,
+    problem: str | None = None,
+) -> None:
+    """Record run ``run_id`` as failed with ``exc`` as the reason (led by
+    ``problem``, e.g. from :func:`oom_since`); when the database cannot be
+    written, say so in the log and in a note on ``exc``."""
+    from .core import Database
+    from .errors import DatabaseError
+
+    reason = failure_message(exc, problem)
+    if problem or os_problem(exc):
+        logger.error("%s: %s", rule, reason)
+    try:
+        with Database.from_config(config) as db:
+            db.record_job(rule, wildcards, "failed", run_id=run_id, finished=_now(), message=reason)
+    except (DatabaseError, OSError) as db_exc:
+        note = f"(the failure could not be recorded in the database: {_database_problem(config, db_exc)})"
+        logger.error("%s %s", rule, note)
+        exc.add_note(note)
+
+
 @contextmanager
 def job_run(
     config: Mapping[str, Any],
@@ -319,20 +438,13 @@ def job_run(
             run_id = db.record_job(rule, wildcards, "running", started=started, log=log)
     except (DatabaseError, OSError) as exc:
         raise DatabaseError(f"{rule}: cannot record the job's start: {_database_problem(config, exc)}") from exc
+    oom_before = memory_oom_kills()
     try:
         with _terminate_as_exception():
             yield run_id
     except BaseException as exc:
-        reason = failure_message(exc)
-        if os_problem(exc):
-            logger.error("%s: %s", rule, reason)
-        try:
-            with Database.from_config(config) as db:
-                db.record_job(rule, wildcards, "failed", run_id=run_id, finished=_now(), message=reason)
-        except (DatabaseError, OSError) as db_exc:
-            note = f"(the failure could not be recorded in the database: {_database_problem(config, db_exc)})"
-            logger.error("%s %s", rule, note)
-            exc.add_note(note)
+        if not orphaned():  # else runlock.watch_run records why the job is being stopped
+            record_failure(config, rule, wildcards, run_id, exc, oom_since(oom_before))
         raise
     try:
         with Database.from_config(config) as db:

@@ -612,6 +612,7 @@ def _tclean_child(request_file: str) -> int:
     from .. import casa_env
 
     request = json.loads(Path(request_file).read_text())
+    os.environ.pop(casa_env.JOB_LOG_ENV, None)  # CASA's log goes to the imager's, not the job's (inherited)
     casa_env.configure(logfile=request["casa_log"])
     cta = casa_env.casatasks()
     params = request["params"]

@@ -3,14 +3,18 @@
 ``with stage_run(rule, config, wildcards, log) as run:`` gives a stage, in one
 place and always in the same order:
 
-1. logging to the rule's log file (and stderr), start and end lines;
+1. logging to the rule's log file (and stderr), start and end lines; CASA's
+   log, if the job uses CASA, beside it (``<log>.casa.log``);
 2. a job record in the product database: running, then success, or failed
    with the reason (the exception, re-raised);
 3. atomic outputs: ``run.output(path)`` yields a temporary sibling that is
    renamed into place only when the block succeeds;
-4. sidecars: ``run.publish(product, kind=..., qa=...)`` writes the JSON
+4. a watch on the run (:func:`dsa110_contimg.runlock.watch_run`): when the
+   Snakemake that started the job is gone, the job, with its imager, stops
+   within seconds, recorded as a failed stale attempt;
+5. sidecars: ``run.publish(product, kind=..., qa=...)`` writes the JSON
    sidecar after the product is complete and queues the product ...
-5. ... for registration in the database, all at once when the stage's work
+6. ... for registration in the database, all at once when the stage's work
    has succeeded, before the job is recorded as a success.
 
 A stage is then a short function: build typed options from the validated
@@ -25,10 +29,11 @@ import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .. import provenance
+from .. import casa_env, provenance, runlock
 
 LOGGER = logging.getLogger("dsa110_contimg")
 
@@ -87,6 +92,16 @@ class StageRun:
         self.published.append(os.fspath(product))
 
 
+def _orphaned(rule: str, what: str, config: Mapping[str, Any], wildcards: Mapping[str, Any],
+              run_id: int | None, exc: runlock.StaleAttemptError) -> None:
+    """What a job does when :func:`runlock.watch_run` finds its run gone: say so, record it."""
+    LOGGER.error("%s %s failed: %s", rule, what, exc)
+    if run_id is not None:
+        from ..db.jobs import record_failure
+
+        record_failure(config, rule, wildcards, run_id, exc)
+
+
 @contextmanager
 def stage_run(
     rule: str,
@@ -108,9 +123,13 @@ def stage_run(
     wildcards = dict(wildcards or {})
     what = describe(wildcards)
     handlers: list[logging.Handler] = [logging.StreamHandler()]
+    casa_log = os.environ.get(casa_env.JOB_LOG_ENV)
     if log:
         os.makedirs(os.path.dirname(os.path.abspath(log)), exist_ok=True)
         handlers.append(logging.FileHandler(log, mode="w"))
+        own = Path(log).with_suffix(".casa.log").absolute()
+        own.unlink(missing_ok=True)  # an earlier attempt's
+        os.environ[casa_env.JOB_LOG_ENV] = str(own)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
     for h in handlers:
         h.setFormatter(fmt)
@@ -121,12 +140,15 @@ def stage_run(
     run = StageRun(rule, config, wildcards, logger, left_out)
     for group, why in run.left_out.items():
         logger.warning("left out %s: %s", group or "everything", why)
+    watch = None
     try:
         with ExitStack() as stack:
+            run_id = None
             if record:
                 from ..db import job_run
 
-                stack.enter_context(job_run(config, rule, wildcards, log=log))
+                run_id = stack.enter_context(job_run(config, rule, wildcards, log=log))
+            watch = runlock.watch_run(partial(_orphaned, rule, what, config, wildcards, run_id))
             yield run
             if record and run.published:
                 from ..db import Database
@@ -141,6 +163,12 @@ def stage_run(
     else:
         logger.info("%s %s: done in %.1f s", rule, what, run.elapsed_s)
     finally:
+        if watch is not None:
+            watch.set()
+        if casa_log is None:
+            os.environ.pop(casa_env.JOB_LOG_ENV, None)
+        else:
+            os.environ[casa_env.JOB_LOG_ENV] = casa_log
         for h in handlers:
             logger.removeHandler(h)
             h.close()

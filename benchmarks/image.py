@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/image.py [--workdir DIR] [--keep] [--imagers wsclean,tclean]
                                          [--imsize N] [--threads N] [--mem-mb N]
                                          [--set imaging.KEY=VALUE ...] [--average CHANNELS[xINTEGRATIONS]]
-                                         [--tag NAME] [--reference NAME]
+                                         [--drop-weight-spectrum] [--tag NAME] [--reference NAME]
 
 The observation is simulated (calibrated: unit gains, data in Jy) and
 converted once into ``DIR/results/calibrated/<group>.ms``; a later run with
@@ -21,7 +21,8 @@ Briggs 0, auto-threshold 3, auto-mask 5) and the rule's resources (2 threads,
 The imaged MS is what rule apply_calibration writes: cross-correlations only,
 no SIGMA_SPECTRUM (one mstransform pass, ``DIR/results/calibrated/<group>.ms``);
 ``--average 2`` or ``--average 2x3`` images a copy averaged over 2 channels
-(and 3 integrations), made once in ``DIR/averaged/``. Each run's images go to
+(and 3 integrations), made once in ``DIR/averaged/``; ``--drop-weight-spectrum``
+a copy without its uniform WEIGHT_SPECTRUM (as apply_calibration now writes it). Each run's images go to
 ``DIR/results/<imager>-<tag>/`` and its fitted fluxes to ``fluxes.csv`` there;
 ``--reference TAG`` compares them source by source with an earlier run (e.g.
 the unaveraged one): the flux ratio that the acceptance test reads (sources

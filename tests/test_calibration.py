@@ -24,6 +24,7 @@ from dsa110_contimg.calibration.caltables import (
     SolveOptions,
     apply,
     check_caltable,
+    drop_uniform_weight_spectrum,
     solve,
 )
 from dsa110_contimg.calibration.transits import NoCalibrationError
@@ -269,15 +270,33 @@ def test_flux_monitor_bootstraps_secondaries_and_flags_one_fainter_than_listed(t
     assert np.median(measured / true) == pytest.approx(1.0, abs=0.01)
 
 
+def test_uniform_weight_spectrum_is_dropped(tmp_path):
+    """WEIGHT_SPECTRUM goes when every channel carries its row's WEIGHT, and stays when one sample differs."""
+    desc = tables.maketabdesc([tables.makearrcoldesc("WEIGHT", 0.0, ndim=1, valuetype="float"),
+                               tables.makearrcoldesc("WEIGHT_SPECTRUM", 0.0, ndim=2, valuetype="float")])
+    w = np.arange(1, 11, dtype=np.float32).reshape(5, 2)  # (rows, polarisations)
+    for uniform in (True, False):
+        ws = np.repeat(w[:, None, :], 4, axis=1)
+        if not uniform:
+            ws[3, 2, 1] = 0.0  # e.g. a flagged sample with zero weight, in the second chunk
+        with tables.table(str(tmp_path / f"t{uniform}"), desc, nrow=5, ack=False) as t:
+            t.putcol("WEIGHT", w)
+            t.putcol("WEIGHT_SPECTRUM", ws)
+            assert drop_uniform_weight_spectrum(t, chunk_rows=2) is uniform
+            assert ("WEIGHT_SPECTRUM" in t.colnames()) is not uniform
+
+
 def test_averaged_apply_is_slim_and_keeps_the_flux(solved):
     """apply() with 2 channels x 2 integrations: one mstransform pass, cross-correlations only, no
-    SIGMA_SPECTRUM; half the channels and integrations; the on-axis source keeps its true flux."""
+    SIGMA_SPECTRUM (nor a uniform WEIGHT_SPECTRUM); half the channels and integrations; the on-axis source keeps its true flux."""
     tmp, ms, _, caldir, _ = solved
     out = tmp / "target_averaged.ms"
     qa = apply(str(ms[-1]), caldir, str(out), width=2, timebin=2)
     assert qa["average_channels"] == 2 and qa["average_integrations"] == 2
     with tables.table(str(out), ack=False) as t:
         assert "SIGMA_SPECTRUM" not in t.colnames() and "CORRECTED_DATA" not in t.colnames()
+        if "WEIGHT_SPECTRUM" in t.colnames():  # kept only when it says more than WEIGHT
+            assert not np.allclose(t.getcol("WEIGHT_SPECTRUM"), t.getcol("WEIGHT")[:, None, :])
         data, a1, a2, times = t.getcol("DATA"), t.getcol("ANTENNA1"), t.getcol("ANTENNA2"), t.getcol("TIME")
     with tables.table(str(ms[-1]), ack=False) as t:
         n_chan_in = t.getcell("DATA", 0).shape[0]

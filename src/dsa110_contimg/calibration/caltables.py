@@ -407,6 +407,31 @@ def _callib(caldir: Path, path: Path) -> None:
     )
 
 
+def drop_uniform_weight_spectrum(tb, chunk_rows: int = 20000, rtol: float = 1e-6) -> bool:
+    """Remove WEIGHT_SPECTRUM from the table open (writable) in ``tb`` when every channel of every row and
+    polarisation carries that row's WEIGHT; True when removed.
+
+    Then it adds nothing: CASA, WSClean and python-casacore readers fall back
+    to WEIGHT, and every later reader (imaging's inspection, each WSClean
+    pass) reads 1/n_channels of the bytes. Flagged samples count too: a
+    spectrum that is zero where flagged is not uniform and is kept.
+    """
+    if "WEIGHT_SPECTRUM" not in tb.colnames():
+        return False
+    n = tb.nrows()
+    for start in range(0, n, chunk_rows):
+        k = min(chunk_rows, n - start)
+        try:
+            ws = tb.getcol("WEIGHT_SPECTRUM", start, k)  # (P, F, R)
+        except RuntimeError:  # cells undefined: leave the column as it is
+            return False
+        w = tb.getcol("WEIGHT", start, k)  # (P, R)
+        if not np.allclose(ws, w[:, None, :], rtol=rtol, atol=0.0):
+            return False
+    tb.removecols("WEIGHT_SPECTRUM")
+    return True
+
+
 def apply(ms: str, caldir: Path, out_ms: str, width: int = 1, timebin: int = 1, log=None) -> dict:
     """Write ``ms`` calibrated with ``caldir``'s tables as DATA of a new ``out_ms``, cross-correlations only.
 
@@ -415,7 +440,8 @@ def apply(ms: str, caldir: Path, out_ms: str, width: int = 1, timebin: int = 1, 
     once, averaged over ``width`` channels and ``timebin`` integrations; flagged
     solutions flag their data (applycal's ``calflag``). The input MS is never
     modified and no copy of it is made. SIGMA_SPECTRUM (imaging reads
-    WEIGHT_SPECTRUM) is dropped from the result.
+    WEIGHT_SPECTRUM) is dropped from the result, and so is WEIGHT_SPECTRUM when
+    it says no more than WEIGHT (:func:`drop_uniform_weight_spectrum`).
     """
     cta = casa_env.casatasks()
     check_caltable(caldir)
@@ -444,8 +470,11 @@ def apply(ms: str, caldir: Path, out_ms: str, width: int = 1, timebin: int = 1, 
     try:
         if "SIGMA_SPECTRUM" in tb.colnames():
             tb.removecols("SIGMA_SPECTRUM")
+        dropped = drop_uniform_weight_spectrum(tb)
     finally:
         tb.close()
+    if log is not None and dropped:
+        log.info("%s: WEIGHT_SPECTRUM equals WEIGHT in every channel: dropped (imagers read WEIGHT)", out_ms)
     ct = casa_env.casatools()
     tb = ct.table()
     tb.open(out_ms)

@@ -113,6 +113,8 @@ class ImagingOptions:
     wsclean_gridder: str = default("imaging.wsclean_gridder")
     """WSClean's gridder: ``wgridder`` (exact w-gridding) or ``wstacking`` (its default, whose
     automatic number of w-layers is too small here: -1.5% flux and 0.7" at 1.2 deg off axis)."""
+    wgridder_accuracy: float = default("imaging.wgridder_accuracy")
+    """Requested accuracy of the wgridder (WSClean -wgridder-accuracy)."""
     data_column: str = "DATA"
     pb_cutoff: float = default("imaging.pb_cutoff")
     """Primary-beam level below which the corrected image is blanked."""
@@ -470,7 +472,7 @@ def wsclean_command(ms: str, prefix: Path, opts: ImagingOptions, threads: int, m
     if mem_mb:
         cmd += ["-abs-mem", f"{mem_mb / 1024 * 0.9:.2f}"]
     if opts.wsclean_gridder == "wgridder":
-        cmd += ["-use-wgridder"]
+        cmd += ["-use-wgridder", "-wgridder-accuracy", f"{opts.wgridder_accuracy:g}"]
     return cmd + [ms]
 
 

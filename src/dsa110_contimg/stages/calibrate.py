@@ -15,21 +15,15 @@ from ..calibration.calibrators import load_calibrators
 from ..calibration.selfcal import SelfcalOptions, selfcal
 from ..calibration.skymodel import SkyModelOptions, catalogue_sources
 from ..calibration.transits import NoCalibrationError
+from ..config import options
 from ..photometry.catalogue import CatalogueOptions, load_catalogue
 from .common import stage_run
 
 
-def _solve_options(cfg: Mapping[str, Any]) -> calibration.SolveOptions:
-    return calibration.SolveOptions(
-        refant=tuple(cfg["refant"]),
-        flag_rfi=cfg["flag_rfi"],
-        qa_min_snr=cfg["qa_min_snr"],
-        qa_max_flagged=cfg["qa_max_flagged"],
-        skymodel=SkyModelOptions.from_config(cfg),
-        gain_solint=cfg["gain_solint"],
-        faint_gain_solint=cfg["faint_gain_solint"],
-        faint_below_jy=cfg["faint_calibrator_jy"],
-    )
+def _solve_options(config: Mapping[str, Any]) -> calibration.SolveOptions:
+    cfg = config["calibration"]
+    return options(calibration.SolveOptions, cfg, skymodel=SkyModelOptions.from_config(cfg),
+                   sefd_jy=config["imaging"]["sefd_jy"])
 
 
 def _reference_catalogue(config: Mapping[str, Any], logger):
@@ -55,7 +49,7 @@ def solve_calibration(ms: str, caltable: str, calgroup: str, config: Mapping[str
     with stage_run("solve_calibration", config, {"calgroup": calgroup}, log) as run:
         with run.output(caltable) as tmp:
             tmp.mkdir()
-            qa = calibration.solve(ms, tmp, _solve_options(cfg), cfg["dec_tolerance_deg"], log=run.logger,
+            qa = calibration.solve(ms, tmp, _solve_options(config), cfg["dec_tolerance_deg"], log=run.logger,
                                    catalogue=_reference_catalogue(config, run.logger),
                                    calibrators=load_calibrators(cfg))
         from astropy.time import Time

@@ -234,20 +234,27 @@ def solution_qa(caldir: Path, opts: SolveOptions, antennas: np.ndarray) -> dict:
     }
 
 
-def median_gain_amplitude(caldir: Path) -> dict[str, float]:
-    """Median |g| per antenna (name -> value) over unflagged gain solutions."""
+def median_gain_amplitude(caldir: Path, per_pol: bool = False) -> dict:
+    """Median |g| per antenna (name -> value) over unflagged gain solutions; with ``per_pol``,
+    name -> [X, Y] (null for a polarisation without solutions)."""
     g = _table_solutions(str(caldir / GAINS))
     ct = casa_env.casatools()
     tb = ct.table()
     tb.open(str(caldir / GAINS / "ANTENNA"))
-    names = list(tb.getcol("NAME"))
-    tb.close()
+    try:
+        names = list(tb.getcol("NAME"))
+    finally:
+        tb.close()
     out = {}
     for ant in np.unique(g["ant"]):
         sel = g["ant"] == ant
-        vals = np.abs(g["cparam"][:, 0, sel])[~g["flag"][:, 0, sel]]
-        if vals.size:
-            out[names[ant]] = float(np.median(vals))
+        amp, ok = np.abs(g["cparam"][:, 0, sel]), ~g["flag"][:, 0, sel]
+        if per_pol:
+            pols = [float(np.median(amp[p][ok[p]])) if ok[p].any() else None for p in range(amp.shape[0])]
+            if any(v is not None for v in pols):
+                out[names[ant]] = pols
+        elif ok.any():
+            out[names[ant]] = float(np.median(amp[ok]))
     return out
 
 
@@ -377,6 +384,7 @@ def solve(ms: str, caldir: Path, opts: SolveOptions, dec_tolerance_deg: float = 
         dec_deg=float(np.degrees(info.pointing_dec_app)),
         flux_expected_jy=float(cal["flux_jy"]) * (1.0 if is_standard else float(flux_scale)),
         gain_amplitudes=median_gain_amplitude(caldir),
+        gain_amplitudes_pol=median_gain_amplitude(caldir, per_pol=True),
     )
     return qa
 

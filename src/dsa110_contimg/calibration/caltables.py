@@ -11,8 +11,10 @@ and flags into whatever it is given):
    integration's pointing (the sky drifts ~1 deg through the beam during one
    observation), predicted exactly into MODEL_DATA;
 3. a phase-only gain per integration, then a bandpass (one solution per
-   channel over the whole observation, amplitude normalised), then complex
-   gains per integration with the bandpass applied.
+   channel over the whole observation, amplitude normalised; smoothed over
+   channels when its predicted per-channel SNR is low, :mod:`.bandpass`), then
+   complex gains per integration (``faint_gain_solint`` for a faint
+   calibrator) with the bandpass applied.
 
 CASA gains are the complex conjugates of the simulator's (pyuvdata-convention)
 gains; see ``tests/test_calibration.py``.

@@ -11,8 +11,10 @@ and flags into whatever it is given):
    integration's pointing (the sky drifts ~1 deg through the beam during one
    observation), predicted exactly into MODEL_DATA;
 3. a phase-only gain per integration, then a bandpass (one solution per
-   channel over the whole observation, amplitude normalised), then complex
-   gains per integration with the bandpass applied.
+   channel over the whole observation, amplitude normalised; smoothed over
+   channels when its predicted per-channel SNR is low, :mod:`.bandpass`), then
+   complex gains per integration (``faint_gain_solint`` for a faint
+   calibrator) with the bandpass applied.
 
 CASA gains are the complex conjugates of the simulator's (pyuvdata-convention)
 gains; see ``tests/test_calibration.py``.
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dsa110_contimg.calibration import skymodel
+from dsa110_contimg.calibration import bandpass, msmeta, skymodel
 from dsa110_contimg.calibration.calibrators import load_calibrators
 from dsa110_contimg.calibration.transits import calibrator_transits
 
@@ -61,12 +63,18 @@ class SolveOptions:
     """QA fails when gain phases jump more than this between integrations (median)."""
     skymodel: skymodel.SkyModelOptions | None = None
     """What the sky model holds besides the calibrator (None: the calibrator alone)."""
-    gain_solint: str = "int"
+    gain_solint: str = default("calibration.gain_solint")
     """CASA solution interval of the complex gains."""
-    faint_gain_solint: str = "60s"
-    """... used instead when the calibrator's apparent flux at transit is below ``faint_below_jy``."""
-    faint_below_jy: float = 5.0
+    faint_gain_solint: str = default("calibration.faint_gain_solint")
+    """... used instead when the calibrator's apparent flux at transit is below ``faint_calibrator_jy``."""
+    faint_calibrator_jy: float = default("calibration.faint_calibrator_jy")
     """Apparent (beam-attenuated) calibrator flux below which ``faint_gain_solint`` is used."""
+    bandpass_target_snr: float = default("calibration.bandpass_target_snr")
+    """Per-channel bandpass SNR below which the bandpass is smoothed (:mod:`.bandpass`), to reach this."""
+    bandpass_max_smooth_mhz: float = default("calibration.bandpass_max_smooth_mhz")
+    """The smoothing window never spans more than this (MHz)."""
+    sefd_jy: float = default("imaging.sefd_jy")
+    """SEFD of one dish and polarisation (Jy), for the predicted bandpass SNR."""
 
 
 @dataclass(frozen=True)
@@ -79,29 +87,30 @@ class MsInfo:
     freq_hz: np.ndarray
     antenna_names: list[str]
     pointing_dec_app: float  # rad, apparent
+    chan_width_hz: float = float("nan")
+    integration_s: float = float("nan")
 
 
 def read_ms_info(ms: str) -> MsInfo:
-    ct = casa_env.casatools()
-    tb = ct.table()
+    tb = casa_env.casatools().table()
     try:
-        tb.open(f"{ms}/FIELD")
-        ra, dec = tb.getcol("PHASE_DIR")[:, 0, 0]
-        tb.close()
-        tb.open(f"{ms}/SPECTRAL_WINDOW")
-        freq = tb.getcol("CHAN_FREQ")[:, 0]
-        tb.close()
+        meta = msmeta.read(ms)
         tb.open(f"{ms}/ANTENNA")
-        names = list(tb.getcol("NAME"))
-        tb.close()
+        try:
+            names = list(tb.getcol("NAME"))
+        finally:
+            tb.close()
         tb.open(ms)
-        times = np.unique(tb.getcol("TIME")) / SECONDS_PER_DAY + MJD_ZERO_JD
-        tb.close()
+        try:
+            times = np.unique(tb.getcol("TIME")) / SECONDS_PER_DAY + MJD_ZERO_JD
+            exposure = float(np.median(tb.getcol("EXPOSURE")))
+        finally:
+            tb.close()
     except RuntimeError as exc:
         raise CalibrationError(f"{ms}: cannot read the Measurement Set ({exc})") from exc
     mid = float(times.mean())
-    _, dec_app = geometry.icrs_to_apparent(mid, ra, dec)
-    return MsInfo(float(ra), float(dec), times, freq, names, float(dec_app))
+    _, dec_app = geometry.icrs_to_apparent(mid, meta.ra_rad, meta.dec_rad)
+    return MsInfo(meta.ra_rad, meta.dec_rad, times, meta.freq_hz, names, float(dec_app), meta.chan_width_hz, exposure)
 
 
 def angular_separation(ra1, dec1, ra2, dec2):
@@ -227,36 +236,57 @@ def solution_qa(caldir: Path, opts: SolveOptions, antennas: np.ndarray) -> dict:
     }
 
 
-def median_gain_amplitude(caldir: Path) -> dict[str, float]:
-    """Median |g| per antenna (name -> value) over unflagged gain solutions."""
+def median_gain_amplitude(caldir: Path, per_pol: bool = False) -> dict:
+    """Median |g| per antenna (name -> value) over unflagged gain solutions; with ``per_pol``,
+    name -> [X, Y] (null for a polarisation without solutions)."""
     g = _table_solutions(str(caldir / GAINS))
     ct = casa_env.casatools()
     tb = ct.table()
     tb.open(str(caldir / GAINS / "ANTENNA"))
-    names = list(tb.getcol("NAME"))
-    tb.close()
+    try:
+        names = list(tb.getcol("NAME"))
+    finally:
+        tb.close()
     out = {}
     for ant in np.unique(g["ant"]):
         sel = g["ant"] == ant
-        vals = np.abs(g["cparam"][:, 0, sel])[~g["flag"][:, 0, sel]]
-        if vals.size:
-            out[names[ant]] = float(np.median(vals))
+        amp, ok = np.abs(g["cparam"][:, 0, sel]), ~g["flag"][:, 0, sel]
+        if per_pol:
+            pols = [float(np.median(amp[p][ok[p]])) if ok[p].any() else None for p in range(amp.shape[0])]
+            if any(v is not None for v in pols):
+                out[names[ant]] = pols
+        elif ok.any():
+            out[names[ant]] = float(np.median(amp[ok]))
     return out
 
 
-def _solve_tables(ms: str, work: str, caldir: Path, refant: str, opts: SolveOptions, solint: str = "int") -> None:
-    """Phase-only gains per integration, bandpass over the observation, then complex gains."""
+def _solve_tables(ms: str, work: str, caldir: Path, refant: str, opts: SolveOptions, solint: str = "int",
+                  bandpass_window: int = 1) -> dict | None:
+    """Phase-only gains per integration, bandpass over the observation (smoothed over
+    ``bandpass_window`` channels when > 1, :mod:`.bandpass`), then complex gains. Returns the
+    smoothing record (None without smoothing)."""
     cta = casa_env.casatasks()
     pre = str(caldir / "phase.G")
     shutil.rmtree(pre, ignore_errors=True)
     cta.gaincal(vis=work, caltable=pre, solint="int", calmode="p", refant=refant, minsnr=opts.min_snr)
     cta.bandpass(vis=work, caltable=str(caldir / BANDPASS), solint="inf", combine="scan", refant=refant,
                  solnorm=True, minsnr=opts.min_snr, gaintable=[pre])
+    smoothed = None
+    if bandpass_window > 1 and (caldir / BANDPASS).exists():
+        smoothed = bandpass.smooth_table(str(caldir / BANDPASS), bandpass_window)
     cta.gaincal(vis=work, caltable=str(caldir / GAINS), solint=solint, calmode="ap", refant=refant,
                 minsnr=opts.min_snr, gaintable=[str(caldir / BANDPASS)])
     for table in (BANDPASS, GAINS):
         if not (caldir / table).exists():
             raise CalibrationError(f"{ms}: CASA produced no {table} (no data to solve with?)")
+    return smoothed
+
+
+def bandpass_smoothing(effective_jy: float, n_ant: int, info: MsInfo, opts: SolveOptions) -> bandpass.SmoothingChoice:
+    """The bandpass smoothing rule (:mod:`.bandpass`) for a model of ``effective_jy`` and this MS."""
+    snr = bandpass.channel_snr(effective_jy, n_ant, len(info.times_jd), info.chan_width_hz, info.integration_s,
+                               opts.sefd_jy)
+    return bandpass.choose_window(snr, opts.bandpass_target_snr, info.chan_width_hz, 1e6 * opts.bandpass_max_smooth_mhz)
 
 
 def fit_calibrator_flux(work: str, caldir: Path, info: MsInfo, cal, catalogue, sky_opts, flux_scale: float,
@@ -312,9 +342,13 @@ def solve(ms: str, caldir: Path, opts: SolveOptions, dec_tolerance_deg: float = 
         apparent = float(cal["flux_jy"]) * (1.0 if is_standard else flux_scale) * float(
             skymodel.beam_track(info.times_jd, info.pointing_dec_app, np.radians(cal["ra_deg"]),
                                 np.radians(cal["dec_deg"]), np.array([1.4e9])).max())
-        solint = opts.gain_solint if apparent >= opts.faint_below_jy else opts.faint_gain_solint
+        solint = opts.gain_solint if apparent >= opts.faint_calibrator_jy else opts.faint_gain_solint
         say(f"{cal['name']}: {apparent:.2f} Jy in the beam at transit: gains every {solint}")
-        _solve_tables(ms, work, caldir, refant, opts, solint)
+        smoothing = bandpass_smoothing(model_qa["effective_jy"], int((counts > 0).sum()), info, opts)
+        say(f"bandpass: predicted SNR {smoothing.snr_channel:.0f} per channel (model {model_qa['effective_jy']:.2f} Jy "
+            f"effective); " + (f"smoothed over {smoothing.window} channels (SNR {smoothing.snr_smoothed:.0f})"
+                               if smoothing.window > 1 else "per channel"))
+        smoothed = _solve_tables(ms, work, caldir, refant, opts, solint, smoothing.window)
         fit = None
         if not is_standard and model_qa["n_components"] > 1:
             # A secondary's list flux is approximate: fit it against its field (the catalogue's
@@ -328,7 +362,7 @@ def solve(ms: str, caldir: Path, opts: SolveOptions, dec_tolerance_deg: float = 
                 model_qa = write_model(work, info, cal, catalogue, opts.skymodel, flux_scale)
                 for table in (BANDPASS, GAINS):
                     shutil.rmtree(caldir / table, ignore_errors=True)
-                _solve_tables(ms, work, caldir, refant, opts, solint)
+                smoothed = _solve_tables(ms, work, caldir, refant, opts, solint, smoothing.window)
         qa = solution_qa(caldir, opts, np.flatnonzero(counts > 0))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -344,6 +378,7 @@ def solve(ms: str, caldir: Path, opts: SolveOptions, dec_tolerance_deg: float = 
         flux_fit=fit,
         apparent_jy=apparent,
         gain_solint=solint,
+        bandpass_smoothing=smoothing.record() | (smoothed or {}),
         skymodel=model_qa,
         refant=refant,
         transit_time=str(transit["transit_utc"]),
@@ -351,6 +386,7 @@ def solve(ms: str, caldir: Path, opts: SolveOptions, dec_tolerance_deg: float = 
         dec_deg=float(np.degrees(info.pointing_dec_app)),
         flux_expected_jy=float(cal["flux_jy"]) * (1.0 if is_standard else float(flux_scale)),
         gain_amplitudes=median_gain_amplitude(caldir),
+        gain_amplitudes_pol=median_gain_amplitude(caldir, per_pol=True),
     )
     return qa
 
@@ -376,27 +412,22 @@ def check_caltable(caldir: Path) -> None:
 
 def averaging_inputs(ms: str) -> dict:
     """The metadata :func:`dsa110_contimg.imaging.averaging.plan_for_observation` needs (no data, no flags)."""
-    ct = casa_env.casatools()
-    tb = ct.table()
+    tb = casa_env.casatools().table()
     try:
-        tb.open(f"{ms}/FIELD")
-        ra, dec = tb.getcol("PHASE_DIR")[:, 0, 0]
-        tb.close()
-        tb.open(f"{ms}/SPECTRAL_WINDOW")
-        freq = tb.getcol("CHAN_FREQ")[:, 0]
-        width = float(np.abs(tb.getcol("CHAN_WIDTH")[:, 0]).mean())
-        tb.close()
+        meta = msmeta.read(ms)
         tb.open(ms)
-        a1, a2 = tb.getcol("ANTENNA1"), tb.getcol("ANTENNA2")
-        cross = a1 != a2
-        uvw = tb.getcol("UVW").T[cross]
-        times = tb.getcol("TIME")[cross]
-        exposure = float(np.median(tb.getcol("EXPOSURE")))
-        tb.close()
+        try:
+            a1, a2 = tb.getcol("ANTENNA1"), tb.getcol("ANTENNA2")
+            cross = a1 != a2
+            uvw = tb.getcol("UVW").T[cross]
+            times = tb.getcol("TIME")[cross]
+            exposure = float(np.median(tb.getcol("EXPOSURE")))
+        finally:
+            tb.close()
     except RuntimeError as exc:
         raise CalibrationError(f"{ms}: cannot read the Measurement Set ({exc})") from exc
-    return {"uvw_m": uvw, "time_mjd_s": times, "freq_hz": freq, "chan_width_hz": width,
-            "integration_s": exposure, "field_ra_rad": float(ra), "field_dec_rad": float(dec)}
+    return {"uvw_m": uvw, "time_mjd_s": times, "freq_hz": meta.freq_hz, "chan_width_hz": meta.chan_width_hz,
+            "integration_s": exposure, "field_ra_rad": meta.ra_rad, "field_dec_rad": meta.dec_rad}
 
 
 def _callib(caldir: Path, path: Path) -> None:

@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from .. import beam, casa_env, geometry
-from . import standards
+from . import msmeta, standards
+from .bandpass import effective_flux
 
 C_M_S = 299792458.0
 MODEL_COLUMNS = ["name", "ra_deg", "dec_deg", "flux_jy", "spectral_index", "flux_standard", "role"]
@@ -158,16 +159,14 @@ def write_model(ms: str, model: pd.DataFrame, pointing_dec_app: float, beam_on: 
     The MS must be private to the caller (it is modified).
     """
     ct, cta = casa_env.casatools(), casa_env.casatasks()
+    meta = msmeta.read(ms)
+    ra0, dec0, freq = meta.ra_rad, meta.dec_rad, meta.freq_hz
     tb = ct.table()
-    tb.open(f"{ms}/FIELD")
-    ra0, dec0 = tb.getcol("PHASE_DIR")[:, 0, 0]
-    tb.close()
-    tb.open(f"{ms}/SPECTRAL_WINDOW")
-    freq = tb.getcol("CHAN_FREQ")[:, 0]
-    tb.close()
     tb.open(ms)
-    has_model = "MODEL_DATA" in tb.colnames()
-    tb.close()
+    try:
+        has_model = "MODEL_DATA" in tb.colnames()
+    finally:
+        tb.close()
     if not has_model:
         cta.clearcal(vis=ms, addmodel=True)
     ra, dec = np.radians(model.ra_deg.to_numpy(float)), np.radians(model.dec_deg.to_numpy(float))
@@ -195,6 +194,7 @@ def write_model(ms: str, model: pd.DataFrame, pointing_dec_app: float, beam_on: 
         tb.close()
     apparent = amp.max(axis=(1, 2))
     return {"n_components": len(model), "calibrator_jy_1400": float(model.flux_jy.iloc[0]),
+            "effective_jy": effective_flux(amp[:, :, freq.size // 2]),
             "field_jy_1400": float(model.flux_jy.iloc[1:].sum()),
             "field_apparent_peak_jy": float(apparent[1:].sum()) if len(model) > 1 else 0.0}
 
@@ -209,14 +209,9 @@ def fit_scales(ms: str, model: pd.DataFrame, groups: list[np.ndarray], pointing_
     residual rms). With a calibrated ``column``, a_cal / a_field is the
     calibrator's flux on the catalogue's scale.
     """
-    ct = casa_env.casatools()
-    tb = ct.table()
-    tb.open(f"{ms}/FIELD")
-    ra0, dec0 = tb.getcol("PHASE_DIR")[:, 0, 0]
-    tb.close()
-    tb.open(f"{ms}/SPECTRAL_WINDOW")
-    freq = tb.getcol("CHAN_FREQ")[:, 0]
-    tb.close()
+    meta = msmeta.read(ms)
+    ra0, dec0, freq = meta.ra_rad, meta.dec_rad, meta.freq_hz
+    tb = casa_env.casatools().table()
     ra, dec = np.radians(model.ra_deg.to_numpy(float)), np.radians(model.dec_deg.to_numpy(float))
     lmn = np.column_stack(geometry.direction_cosines(ra, dec, ra0, dec0))
     spectra = standards.spectra(model, freq)

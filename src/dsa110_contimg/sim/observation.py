@@ -98,6 +98,10 @@ class SimOptions:
     """Typical RFI power per antenna (Jy equivalent, log-normal spread of 2x)."""
     correlator_gain: float = 10.0
     """Voltage gain of an antenna in correlator units per sqrt(Jy)."""
+    gain_epoch: datetime | None = None
+    """When the system's gains were drawn (None: the span's start). Spans simulated with the same
+    seed and the same earlier epoch see one system whose gains drifted (random walk, slow sinusoid)
+    from that epoch to each span: e.g. two pointings hours apart."""
     jitter_s: float = 2.0
     """Subband file names differ by up to this many seconds."""
     seed: int = 1
@@ -480,8 +484,13 @@ def simulate_span(
     if "flux_standard" not in sky:
         sky = sky.assign(flux_standard="")
     starts = observation_starts(opts)
-    gains = GainModel.draw(rng, Time(starts[0]).jd, opts.correlator_gain, opts.gains,
-                           walk_rng=np.random.default_rng([opts.seed, 2]), n_steps=len(starts) * opts.n_int,
+    epoch = Time(opts.gain_epoch if opts.gain_epoch is not None else starts[0]).jd
+    if epoch > Time(starts[0]).jd + 1e-9:
+        raise ValueError(f"gain_epoch {opts.gain_epoch} is after the span's start {starts[0]}")
+    before = int(np.ceil((Time(starts[0]).jd - epoch) * 86400 / telescope.INTEGRATION_S))
+    gains = GainModel.draw(rng, epoch, opts.correlator_gain, opts.gains,
+                           walk_rng=np.random.default_rng([opts.seed, 2]),
+                           n_steps=before + len(starts) * opts.n_int,
                            amp_walk=opts.gain_amp_walk, phase_walk_deg=opts.gain_phase_walk_deg)
     written, rows = [], []
     for k, start in enumerate(starts):
@@ -524,7 +533,9 @@ def simulate_span(
         print(f"simulated {group}: {len(names)} subbands, {obs['antennas'].size} antennas", flush=True)
     sky.to_csv(truth_dir / "sky.csv", index=False)
     pd.DataFrame(rows).to_csv(truth_dir / "observations.csv", index=False)
-    meta = asdict(opts) | {"start": opts.start.isoformat(), "gains_convention": __doc__.split("Gains convention")[1].strip()}
+    meta = asdict(opts) | {"start": opts.start.isoformat(),
+                           "gain_epoch": opts.gain_epoch.isoformat() if opts.gain_epoch else None,
+                           "gains_convention": __doc__.split("Gains convention")[1].strip()}
     (truth_dir / "simulation.json").write_text(json.dumps(meta, indent=1, default=str))
     return written
 

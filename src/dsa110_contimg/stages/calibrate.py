@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import provenance
 from ..calibration import bootstrap, flagging, fluxmon
 from ..calibration import caltables as calibration
@@ -15,21 +17,15 @@ from ..calibration.calibrators import load_calibrators
 from ..calibration.selfcal import SelfcalOptions, selfcal
 from ..calibration.skymodel import SkyModelOptions, catalogue_sources
 from ..calibration.transits import NoCalibrationError
+from ..config import options
 from ..photometry.catalogue import CatalogueOptions, load_catalogue
 from .common import stage_run
 
 
-def _solve_options(cfg: Mapping[str, Any]) -> calibration.SolveOptions:
-    return calibration.SolveOptions(
-        refant=tuple(cfg["refant"]),
-        flag_rfi=cfg["flag_rfi"],
-        qa_min_snr=cfg["qa_min_snr"],
-        qa_max_flagged=cfg["qa_max_flagged"],
-        skymodel=SkyModelOptions.from_config(cfg),
-        gain_solint=cfg["gain_solint"],
-        faint_gain_solint=cfg["faint_gain_solint"],
-        faint_below_jy=cfg["faint_calibrator_jy"],
-    )
+def _solve_options(config: Mapping[str, Any]) -> calibration.SolveOptions:
+    cfg = config["calibration"]
+    return options(calibration.SolveOptions, cfg, skymodel=SkyModelOptions.from_config(cfg),
+                   sefd_jy=config["imaging"]["sefd_jy"])
 
 
 def _reference_catalogue(config: Mapping[str, Any], logger):
@@ -55,7 +51,7 @@ def solve_calibration(ms: str, caltable: str, calgroup: str, config: Mapping[str
     with stage_run("solve_calibration", config, {"calgroup": calgroup}, log) as run:
         with run.output(caltable) as tmp:
             tmp.mkdir()
-            qa = calibration.solve(ms, tmp, _solve_options(cfg), cfg["dec_tolerance_deg"], log=run.logger,
+            qa = calibration.solve(ms, tmp, _solve_options(config), cfg["dec_tolerance_deg"], log=run.logger,
                                    catalogue=_reference_catalogue(config, run.logger),
                                    calibrators=load_calibrators(cfg))
         from astropy.time import Time
@@ -112,7 +108,7 @@ def apply_calibration(
                         100 * plan.native_loss)
         scaled = Path(f"{calibrated}.fluxscaled")
         try:
-            use, flux_record = _bootstrapped(caldir, candidates, choice.calgroup, dec, scaled, run.logger)
+            use, flux_record = _bootstrapped(caldir, candidates, choice.calgroup, dec, scaled, cfg, run.logger)
             with run.output(calibrated) as tmp:
                 qa = calibration.apply(ms, use, str(tmp), width=plan.channels, timebin=plan.integrations,
                                        log=run.logger)
@@ -142,23 +138,54 @@ def _selfcal(ms: str, config: Mapping[str, Any], logger) -> dict:
     return selfcal(ms, model, info.pointing_dec_app, SelfcalOptions.from_config(cfg), log=logger)
 
 
-def _bootstrapped(caldir: Path, candidates: dict, chosen: str, dec: float, scaled: Path, logger):
-    """The tables to apply and the flux-scale record: a secondary's gains rescaled to the nearest
-    passing flux-standard solution at this declination among the candidates (:mod:`..calibration.bootstrap`)."""
+def _bootstrapped(caldir: Path, candidates: dict, chosen: str, dec: float, scaled: Path, cfg: Mapping[str, Any],
+                  logger):
+    """The tables to apply and the flux-scale record (:mod:`..calibration.bootstrap`).
+
+    A secondary's gains are rescaled to a passing flux-standard solution: the
+    first at this declination among the candidates, else the one whose transit
+    is nearest in time, at any declination, among every solution in the
+    caltables folder (earlier runs and pointings included), at most
+    ``calibration.bootstrap_max_separation_h`` away; used when the transfer's
+    uncertainty is at most ``bootstrap_max_error``. Otherwise the model's own
+    flux stands (fitted against the field, or the VLA list's), with its
+    uncertainty in the record.
+    """
     qa = candidates[chosen]
     if qa.get("flux_standard", True):
         return caldir, {"calibrator": qa.get("calibrator"), "source": "Perley-Butler 2017"}
     found = bootstrap.choose_standard(candidates, dec)
-    ratio = bootstrap.flux_ratio(qa, found[1]) if found else None
-    if ratio is None:
-        logger.warning("%s: secondary calibrator %s and no flux-standard solution at dec %.2f among the "
-                       "candidates: the flux scale is the VLA list's (approximate)", chosen, qa.get("calibrator"), dec)
-        return caldir, {"calibrator": qa.get("calibrator"), "source": "VLA list (not bootstrapped)"}
-    logger.info("%s: %s bootstrapped from %s (%s): flux %.3f x the list's", chosen, qa.get("calibrator"),
-                found[0], found[1].get("calibrator"), ratio)
-    use = bootstrap.scaled_caltable(caldir, ratio, scaled)
-    return use, {"calibrator": qa.get("calibrator"), "source": "bootstrapped", "standard": found[1].get("calibrator"),
-                 "standard_calgroup": found[0], "flux_ratio": ratio}
+    if found is None and "transit_jd" in qa:
+        archive = bootstrap.archived_solutions(caldir.parent) | candidates
+        found = bootstrap.choose_standard(archive, dec, transit_jd=float(qa["transit_jd"]),
+                                          max_separation_h=cfg["bootstrap_max_separation_h"])
+    moved = bootstrap.transfer(qa, found[1]) if found else None
+    if moved is None or moved["ratio_err"] > cfg["bootstrap_max_error"]:
+        fit = qa.get("flux_fit") or {}
+        own = ({"source": "reference catalogue (flux fitted against the field)", "flux_uncertainty": fit["ratio_err"]}
+               if fit.get("used") else
+               {"source": "VLA list (not bootstrapped)", "flux_uncertainty": bootstrap.LIST_FLUX_UNCERTAINTY})
+        if found is None:
+            why = f"no passing flux-standard solution within {cfg['bootstrap_max_separation_h']} h"
+        elif moved is None:
+            why = f"no antenna shared with {found[0]}"
+        else:
+            why = (f"the transfer from {found[0]} ({found[1].get('calibrator')}) is uncertain to "
+                   f"{100 * moved['ratio_err']:.1f}% (limit {100 * cfg['bootstrap_max_error']:.1f}%)")
+        logger.warning("%s: secondary calibrator %s not bootstrapped (%s): its flux scale is the %s's, +- %.0f%%",
+                       chosen, qa.get("calibrator"), why, own["source"], 100 * own["flux_uncertainty"])
+        return caldir, {"calibrator": qa.get("calibrator"), **own, "reason": why}
+    std = found[1]
+    separation_h = abs(float(std.get("transit_jd", qa.get("transit_jd", 0.0))) - float(qa.get("transit_jd", 0.0))) * 24
+    logger.info("%s: %s bootstrapped from %s (%s, dec %.2f, %.1f h away): flux %.3f +- %.3f x the model's",
+                chosen, qa.get("calibrator"), found[0], std.get("calibrator"), float(std.get("dec_deg", np.nan)),
+                separation_h, moved["ratio"], moved["ratio_err"])
+    use = bootstrap.scaled_caltable(caldir, moved["ratio"], scaled)
+    return use, {"calibrator": qa.get("calibrator"), "source": "bootstrapped", "standard": std.get("calibrator"),
+                 "standard_calgroup": found[0], "standard_dec_deg": std.get("dec_deg"),
+                 "separation_h": separation_h, "flux_ratio": moved["ratio"], "flux_uncertainty": moved["ratio_err"],
+                 "n_samples": moved["n_samples"],
+                 "flux_jy": float(qa.get("flux_expected_jy", np.nan)) * moved["ratio"]}
 
 
 def _averaging_plan(ms: str, config: Mapping[str, Any]):

@@ -79,6 +79,8 @@ rule mosaic_outcome:
     log:
         log_for("mosaic_outcome", "{tier}/{mosaic}"),
     localrule: True
+    conda:
+        "../envs/contimg.yaml"
     threads: 1
     resources:
         mem_mb=200,

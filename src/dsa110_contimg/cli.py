@@ -354,8 +354,6 @@ def cmd_transits(args: argparse.Namespace) -> int:
 
 def cmd_calibration_at(args: argparse.Namespace) -> int:
     """Exit 0 when a passing calibration covers the time, 1 when none does."""
-    import json
-
     from .db import Database
     from .monitoring import validity
 

@@ -155,10 +155,7 @@ def build(config: Mapping[str, Any], names: list[str] | None = None) -> RunPlan:
             ) from None
     # A raw file that is not a readable regular file (a dangling symlink, say)
     # makes its group incomplete: that group's problem, never the whole run's.
-    found = grouping.check_readable(
-        grouping.group_files(names, tolerance_s=config["grouping"]["tolerance_s"],
-                             n_subbands=config["grouping"]["n_subbands"]),
-        raw)
+    found = grouping.read_raw(raw, config["grouping"], names)
     notes = []
     rolling = config["run"]["rolling"]
     if rolling:
@@ -198,18 +195,11 @@ def build(config: Mapping[str, Any], names: list[str] | None = None) -> RunPlan:
         notes.append(f"WARNING: {len(cal.problems)} group(s) have no calibration and will fail at "
                      f"apply_calibration: {_summarise(sorted(cal.problems))}")
     mosaics = Wiring(config["results_dir"], groups, config, held=held, target_ids=target_ids)
-    qa_targets, mosaic_notes = mosaics.targets()
     # A mosaic target stands for its outcome record: the QA of a plan that kept images,
     # the plan alone (saying why) of one that kept none (rule mosaic_outcome).
-    mosaic_targets = [naming.path_of(config["results_dir"], "mosaic_outcome", **_mosaic_wildcards(q))
-                      for q in qa_targets]
+    mosaic_targets, mosaic_notes = mosaics.targets("mosaic_outcome")
     return RunPlan(config, found, groups, cal, mosaics, mosaic_targets, notes + mosaic_notes, held, target_ids,
                    calflux_left_out)
-
-
-def _mosaic_wildcards(path: str) -> dict[str, str]:
-    tier, name, _ = naming.parse_mosaic_path(path)
-    return {"tier": tier, "mosaic": name}
 
 
 def preflight(config: Mapping[str, Any]) -> list[str]:

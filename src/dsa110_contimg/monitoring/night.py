@@ -26,17 +26,13 @@ def raw_groups(config: Mapping[str, Any]) -> tuple[list[grouping.Group], str | N
     """The raw listing's groups (unreadable files marked), or none and why."""
     raw = config["raw_dir"]
     try:
-        names = grouping.raw_names(raw)
+        groups = grouping.read_raw(raw, config["grouping"]).groups
     except FileNotFoundError:
         return [], f"raw_dir {raw!r} does not exist"
-    found = grouping.group_files(
-        names, tolerance_s=config["grouping"]["tolerance_s"], n_subbands=config["grouping"]["n_subbands"]
-    )
     # An incomplete group whose newest file is younger than run.settle_s is still
     # being written: not reported (a rolling run does not plan it either). One with
     # a file that is not a readable regular file (a dangling symlink) is reported now.
     settle_s, now = config["run"]["settle_s"], time.time()
-    groups = grouping.check_readable(found, raw).groups
     return [g for g in groups if g.complete or g.unreadable or now - newest_mtime(raw, g) >= settle_s], None
 
 

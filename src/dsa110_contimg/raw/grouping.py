@@ -155,6 +155,15 @@ def check_readable(grouping: Grouping, raw_dir: str | os.PathLike) -> Grouping:
     return Grouping([_mark(g, problems) for g in grouping.groups], grouping.invalid, grouping.ignored)
 
 
+def read_raw(raw_dir: str | os.PathLike, grouping_cfg: Mapping, names: Iterable[str] | None = None) -> Grouping:
+    """The observations in ``raw_dir`` (config section ``grouping``), unreadable files marked
+    (:func:`check_readable`). ``names`` defaults to the listing (FileNotFoundError without
+    ``raw_dir``)."""
+    names = raw_names(raw_dir) if names is None else names
+    found = group_files(names, tolerance_s=grouping_cfg["tolerance_s"], n_subbands=grouping_cfg["n_subbands"])
+    return check_readable(found, raw_dir)
+
+
 def newest_mtime(raw_dir: str | os.PathLike, group: Group) -> float:
     """Newest modification time (Unix seconds) of a group's files; a vanished file counts as now."""
     names = list(group.files.values()) + [n for dup in group.duplicates.values() for n in dup]

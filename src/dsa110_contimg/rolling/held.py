@@ -66,9 +66,7 @@ def window_candidates(config: Mapping[str, Any]) -> dict[str, grouping.Group]:
     from . import window
 
     raw = config["raw_dir"]
-    found = grouping.group_files(grouping.raw_names(raw), tolerance_s=config["grouping"]["tolerance_s"],
-                                 n_subbands=config["grouping"]["n_subbands"])
-    picked = window.select(grouping.check_readable(found, raw), raw, config["run"])
+    picked = window.select(grouping.read_raw(raw, config["grouping"]), raw, config["run"])
     if picked.window_start is None:
         return {}
     first = naming.format_timestamp(picked.window_start - dt.timedelta(hours=config["calibration"]["max_separation_h"]))

@@ -245,6 +245,36 @@ def test_plan_refuses_grids_too_wide_or_too_big(tmp_path):
         mosaic_plan.make_plan(day_selection(), options(projection="CAR", pixel_arcsec=10.0, mem_mb=10), pairs)
 
 
+MEASURE_PEAK = """
+import json, resource, sys
+from dsa110_contimg.mosaic import build, plan
+p = plan.Plan.read(sys.argv[1])
+build.build(p, {k: f"{sys.argv[2]}/{k}.fits" for k in ("mosaic", "mosaic_noise", "mosaic_weights")})
+print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+"""
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_memory_estimate_bounds_the_build_and_follows_the_output_pixels(tmp_path, interpolation):
+    """The estimate the plan checks against the tier's memory holds for a large image at its own pixel
+    size, and a coarser grid (a quicklook tier) needs far less: only the image's footprint is reprojected."""
+    import sys
+
+    spec = replace_spec(npix=2400, cell_arcsec=3.0, beam_arcsec=30.0)
+    src = pd.DataFrame({"ra_deg": [150.0], "dec_deg": [DEC], "flux_jy": [1.0]})
+    pairs = [(str(p["image"]), str(p["pb"])) for p in [write_image(tmp_path, group(0), 150.0, DEC, src, spec)]]
+    fine = mosaic_plan.make_plan(day_selection(), options(pixel_arcsec=3.0, interpolation=interpolation), pairs)
+    coarse = mosaic_plan.make_plan(day_selection(), options(pixel_arcsec=12.0, interpolation=interpolation), pairs)
+    assert fine.images[0].cell_arcsec == pytest.approx(3.0)
+    estimate = mosaic_plan.memory_estimate_mb(fine)
+    assert mosaic_plan.memory_estimate_mb(coarse) < 0.5 * estimate
+    (tmp_path / "plan.json").write_text(fine.to_json())
+    out = subprocess.run([sys.executable, "-c", MEASURE_PEAK, str(tmp_path / "plan.json"), str(tmp_path)],
+                         capture_output=True, text=True, check=True)
+    peak = json.loads(out.stdout.strip().splitlines()[-1])
+    assert peak <= estimate < 2.0 * peak, (peak, estimate)
+
+
 # ------------------------------------------------------------------ build
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from astropy.wcs.utils import proj_plane_pixel_scales
 
 from .. import naming, provenance
 from ..fitsimage import read_header
@@ -18,6 +19,7 @@ from . import (
     BASE_MEMORY_MB,
     BYTES_PER_INPUT_PIXEL,
     BYTES_PER_OUTPUT_PIXEL,
+    BYTES_PER_REPROJECTED_PIXEL,
     MAX_RADIUS_DEG,
     PLAN_VERSION,
     MosaicError,
@@ -43,6 +45,8 @@ class ImageEntry:
     beam_minor_arcsec: float | None
     beam_pa_deg: float | None
     shape: tuple[int, int]
+    cell_arcsec: float | None = None
+    """Pixel size (the larger axis); None in plans written before it was recorded."""
 
 
 @dataclass(frozen=True)
@@ -188,6 +192,7 @@ def read_entry(image: str | os.PathLike, pb: str | os.PathLike) -> ImageEntry:
         rms_jy=float(qa["rms_jy"]), grade=str(qa["grade"]), freq_hz=num("freq_hz"),
         beam_major_arcsec=num("beam_major_arcsec"), beam_minor_arcsec=num("beam_minor_arcsec"),
         beam_pa_deg=num("beam_pa_deg"), shape=(ny, nx),
+        cell_arcsec=float(np.max(proj_plane_pixel_scales(wcs))) * 3600.0,
     )
 
 
@@ -303,11 +308,21 @@ def _keep(entries: list[ImageEntry], n: int, how: str) -> list[ImageEntry]:
 
 
 def memory_estimate_mb(plan: Plan) -> float | None:
-    """Working memory of :func:`build` for this plan (MB): the grid plus the largest input."""
+    """Working memory of :func:`build` for this plan (MB): the grid plus the largest input's reprojection.
+
+    One input costs its own pixels and the part of the grid it is reprojected
+    onto (its footprint in output pixels, at most the grid).
+    """
     if plan.grid is None:
         return None
-    biggest = max((e.shape[0] * e.shape[1] for e in plan.images), default=0)
-    return (plan.grid.n_pixels * BYTES_PER_OUTPUT_PIXEL + biggest * BYTES_PER_INPUT_PIXEL) / 2**20 + BASE_MEMORY_MB
+    out_cell = abs(plan.grid.cdelt[1]) * 3600.0
+    need = 0.0
+    for e in plan.images:
+        n_in = e.shape[0] * e.shape[1]
+        scale = 1.0 if e.cell_arcsec is None else min(1.0, (e.cell_arcsec / out_cell) ** 2)
+        n_box = min(plan.grid.n_pixels, n_in * scale) if e.cell_arcsec is not None else plan.grid.n_pixels
+        need = max(need, n_in * BYTES_PER_INPUT_PIXEL + n_box * BYTES_PER_REPROJECTED_PIXEL[plan.options.interpolation])
+    return (plan.grid.n_pixels * BYTES_PER_OUTPUT_PIXEL + need) / 2**20 + BASE_MEMORY_MB
 
 
 def _unit(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ lint: venv
 	$(BIN)/snakemake --lint --config raw_dir=.lint/raw results_dir=.lint/results
 
 test: lint
-	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=25 tests $(PYTEST_ARGS)
 
 # Simulated raw data for the demo, made once.
 demo-raw: venv

@@ -73,3 +73,24 @@ def test_a_failed_group_is_held_until_its_file_is_replaced_or_the_retry_time(tmp
     assert held.held_back(config, groups, raw, now=(now + 6 * hour).replace(tzinfo=None)) == {}
     config["run"]["retry_failed_after_h"] = None
     assert bad in held.held_back(config, groups, raw, now=(now + 600 * hour).replace(tzinfo=None))
+
+
+def test_a_held_back_transit_is_named_for_the_calibrator_flux_and_its_targets_lose_it(tmp_path):
+    from simdata import transit_start
+
+    from dsa110_contimg import naming, run_plan
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    transit = naming.format_timestamp(transit_start())
+    target = naming.format_timestamp(transit_start() + dt.timedelta(seconds=620))
+    _age(make_raw(raw, transit) + make_raw(raw, target), 3600)
+    config = validate_config({
+        "raw_dir": str(raw), "results_dir": str(tmp_path / "results"), "pointing": {"dec_deg": 30.5},
+        "run": {"rolling": True, "window_days": 30000, "hold": {transit: "convert failed: truncated"}},
+    })  # fmt: skip
+    plan = run_plan.build(config)
+    assert plan.held == {transit: "convert failed: truncated"}
+    assert plan.calflux_left_out == {transit: "3C286: convert failed: truncated"}
+    assert list(plan.groups) == [target] and target in plan.calibration.problems
+    assert plan.left_out() == {transit: "convert failed: truncated"}

@@ -175,8 +175,9 @@ def build(config: Mapping[str, Any], names: list[str] | None = None) -> RunPlan:
     for group_id, why in held.items():
         notes.append(f"holding back {group_id} until its cause changes: {why}")
     if held:
-        every = calplan.plan_calibration(groups, config["pointing"]["dec_deg"], config["calibration"]).calgroups
-        calflux_left_out = {g: f"{every[g]}: {why}" for g, why in held.items() if g in every}
+        # A group is a transit by its own time span alone, so the held groups are planned by themselves.
+        transits = calplan.plan_calibration(held, config["pointing"]["dec_deg"], config["calibration"]).calgroups
+        calflux_left_out = {g: f"{transits[g]}: {why}" for g, why in held.items() if g in transits}
         groups = {g: v for g, v in groups.items() if g not in held}
     else:
         calflux_left_out = {}

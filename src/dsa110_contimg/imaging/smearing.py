@@ -45,12 +45,8 @@ stretched source (second order in the loss), averaged point samples (the
 simulator's channels) follow a Dirichlet kernel rather than the box's sinc
 (fourth order), and an extended source's integrated flux, which smearing
 preserves, is raised by the correction by up to the loss. Without the
-correction the budget bounds the extra loss itself, as before. Time averaging
-is held to that uncorrected rule in any case (its own extra loss within the
-budget): in the demo's dynamic-range-limited field (a 14 Jy calibrator) 3
-integrations, allowed by the corrected rule, raised the rms of two of three
-images by 5-10% and tripled the islands above 5 sigma, which the correction of
-peaks cannot mend. :func:`plan_averaging` picks the largest reduction m k within the budget (1%
+correction the budget bounds the extra loss itself, as before.
+:func:`plan_averaging` picks the largest reduction m k within the budget (1%
 by default), with m dividing the channels and k the integrations.
 """
 
@@ -207,7 +203,6 @@ def plan_averaging(uvw_m: np.ndarray, weights: np.ndarray, freq_hz, dec_rad: flo
     ks = divisors(n_integrations, max_integrations) if integrations is None else [integrations]
     worst = np.ones((len(ms_), len(ks)))
     worst_total = np.ones((len(ms_), len(ks)))
-    worst_time = np.ones(len(ks))
     native = 1.0
     for pa in np.linspace(0.0, np.pi, n_pa, endpoint=False):
         l, m = radius_rad * np.sin(pa), radius_rad * np.cos(pa)  # noqa: E741
@@ -220,11 +215,8 @@ def plan_averaging(uvw_m: np.ndarray, weights: np.ndarray, freq_hz, dec_rad: flo
         native = min(native, r0)
         worst = np.minimum(worst, r / r0)
         worst_total = np.minimum(worst_total, r)
-        worst_time = np.minimum(worst_time, (np.sinc(chan_width_hz * proj) * w) @ b.T / w.sum() / r0)
     loss = 1.0 - worst
     error = {"none": loss, "averaging": model_error * loss, "total": model_error * (1.0 - worst_total)}[correction]
-    # Time averaging is held to the uncorrected rule (see the module docstring).
-    error = np.maximum(error, (1.0 - worst_time)[None, :])
     best = None
     for i, mm in enumerate(ms_):
         for j, kk in enumerate(ks):

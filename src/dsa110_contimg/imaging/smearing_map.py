@@ -34,7 +34,7 @@ primary beam.
 R is computed from the actual uv coverage (every unflagged cross row) and the
 imaging weights of a few channels across the band
 (:func:`dsa110_contimg.imaging.imager.expected_noise` keeps them), exactly on a
-coarse grid of directions (9 x 9: 2-5 CPU-s for a full-size observation), and
+coarse grid of directions (9 x 9: 1.2 CPU-s for a full-size observation), and
 interpolated with bicubic splines (R - 1 is a quadratic form in (l, m) to first
 order; the splines follow R within 1e-4 of the loss).
 """

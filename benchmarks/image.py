@@ -21,7 +21,8 @@ Briggs 0, auto-threshold 3, auto-mask 5) and the rule's resources (2 threads,
 The imaged MS is what rule apply_calibration writes: cross-correlations only,
 no SIGMA_SPECTRUM (one mstransform pass, ``DIR/results/calibrated/<group>.ms``);
 ``--average 2`` or ``--average 2x3`` images a copy averaged over 2 channels
-(and 3 integrations), made once in ``DIR/averaged/``; ``--drop-weight-spectrum``
+(and 3 integrations), made once in ``DIR/averaged/`` (the stage is told the factors, for the
+smearing correction, as apply_calibration's sidecar would); ``--drop-weight-spectrum``
 a copy without its uniform WEIGHT_SPECTRUM (as apply_calibration now writes it). Each run's images go to
 ``DIR/results/<imager>-<tag>/`` and its fitted fluxes to ``fluxes.csv`` there;
 ``--reference TAG`` compares them source by source with an earlier run (e.g.
@@ -46,7 +47,7 @@ import json, resource, sys, time
 from dsa110_contimg.config import validate_config
 from dsa110_contimg import naming
 from dsa110_contimg.stages.image import OUTPUT_KINDS, image
-ms, results, group, imager, imsize, threads, mem_mb, extra = sys.argv[1:9]
+ms, results, group, imager, imsize, threads, mem_mb, extra, averaged = sys.argv[1:10]
 imaging = {"imager": imager, **json.loads(extra)}
 if int(imsize):
     imaging["imsize"] = int(imsize)
@@ -54,7 +55,7 @@ config = validate_config({"raw_dir": results, "results_dir": results, "imaging":
 t = time.perf_counter()
 outputs = {k: v for k, v in naming.rule_outputs(results, "image", group=group).items() if k in OUTPUT_KINDS}
 qa = image(ms, outputs, group, config, threads=int(threads), mem_mb=int(mem_mb),
-           log=results + "/image-" + imager + ".log")
+           log=results + "/image-" + imager + ".log", averaged=tuple(json.loads(averaged)))
 wall = time.perf_counter() - t
 sidecar = json.loads(open(outputs["image"] + ".json").read())
 self_ru, child_ru = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -67,7 +68,7 @@ print("RESULT=" + json.dumps({
     "timings": sidecar.get("timings", {}),
     "qa": {k: qa[k] for k in ("rms_jy", "thermal_rms_jy", "rms_over_thermal", "peak_jy", "dynamic_range",
                               "beam_major_arcsec", "beam_minor_arcsec", "n_sources_5sigma", "grade",
-                              "cell_arcsec", "imsize")},
+                              "cell_arcsec", "imsize", "smearing_edge_loss", "smearing_corrected")},
 }))
 """
 
@@ -238,7 +239,7 @@ def main() -> int:
         shutil.rmtree(out, ignore_errors=True)
         proc = subprocess.run(
             [sys.executable, "-c", CHILD, str(ms), str(out), group, imager, str(args.imsize), str(args.threads),
-             str(args.mem_mb), json.dumps(extra)],
+             str(args.mem_mb), json.dumps(extra), json.dumps([width, timebin])],
             capture_output=True, text=True,
         )
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT=")]
@@ -256,7 +257,8 @@ def main() -> int:
               f"({q['imsize']} px of {q['cell_arcsec']}\", rms {q['rms_jy'] * 1e3:.3f} mJy = "
               f"{q['rms_over_thermal']:.3f} x thermal, DR {q['dynamic_range']:.0f}, "
               f"beam {q['beam_major_arcsec']:.1f}\" x {q['beam_minor_arcsec']:.1f}\", "
-              f"{q['n_sources_5sigma']} islands > 5 sigma, grade {q['grade']})", flush=True)
+              f"{q['n_sources_5sigma']} islands > 5 sigma, grade {q['grade']}; smearing at the edge "
+              f"{100 * q['smearing_edge_loss']:.2f}%, correction {q['smearing_corrected']})", flush=True)
         print(f"         {_imager_breakdown(out / ('image-' + imager + '.log'))}", flush=True)
         fluxes = check_fluxes(out, group, work / "truth", r["qa"]["rms_jy"])
         fluxes.to_csv(out / "fluxes.csv", index_label="source")

@@ -156,3 +156,83 @@ def test_fixed_factors_are_kept_and_a_bad_budget_is_refused():
     assert (plan.channels, plan.integrations) == (4, 1)
     with pytest.raises(ValueError, match="budget"):
         smearing.plan_averaging(uvw, w, FREQ, 0.5, 0.04, 244e3, 12.9, 768, 24, budget=0)
+
+
+def _uvw_3d(n=200_000, seed=5):
+    """An anisotropic coverage with w, so bandwidth and time smearing both depend on the direction."""
+    rng = np.random.default_rng(seed)
+    return np.column_stack([rng.normal(0, 900, n), rng.normal(0, 300, n), rng.normal(0, 200, n)])
+
+
+def test_response_matches_peak_fraction_at_every_direction():
+    uvw = _uvw_3d()
+    rng = np.random.default_rng(1)
+    w = rng.uniform(0.2, 1.0, len(uvw))
+    w[::7] = 0.0  # flagged samples carry no weight
+    freq = rng.uniform(1.31e9, 1.49e9, len(uvw))
+    dec = np.radians(55.0)
+    l, m = np.array([0.0, 0.03, -0.02, 0.01]), np.array([0.0, 0.01, 0.035, -0.04])  # noqa: E741
+    got = smearing.response(uvw, w, freq, dec, l, m, 488e3, 25.8)
+    ratio = smearing.response(uvw, w, freq, dec, l, m, 488e3, 25.8, native=(2, 2))
+    for i in range(l.size):
+        total = smearing.peak_fraction(uvw, w, freq, dec, l[i], m[i], 488e3, 25.8)
+        native = smearing.peak_fraction(uvw, w, freq, dec, l[i], m[i], 244e3, 12.9)
+        assert got[i] == pytest.approx(total, abs=2e-6)
+        assert ratio[i] == pytest.approx(total / native, abs=2e-6)
+    assert got[0] == pytest.approx(1.0, abs=1e-6) and got[1:].max() < 0.99  # the test sees real smearing
+
+
+def test_response_image_interpolates_the_exact_response():
+    """The map on an image's pixels (computed on a coarse grid, splined) against R computed at those pixels."""
+    from types import SimpleNamespace
+
+    from astropy.wcs import WCS
+
+    from dsa110_contimg.imaging import smearing_map
+
+    rng = np.random.default_rng(2)
+    uvw = _uvw_3d(60_000)
+    freq = np.linspace(1.311e9, 1.499e9, 64)
+    info = SimpleNamespace(uvw=uvw, freq_hz=freq, chan_width_hz=np.full(64, 2 * 244140.625),
+                           exposure_s=np.full(len(uvw), 12.884901888), field_ra_rad=1.0, field_dec_rad=np.radians(60),
+                           path="synthetic")
+    noise = SimpleNamespace(sample_channels=np.array([4, 20, 36, 52]),
+                            sample_weights=rng.uniform(0.5, 1.0, (len(uvw), 4)))
+    n, cell = 2000, 8.0 / 3600
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---SIN", "DEC--SIN"]
+    wcs.wcs.crval = [np.degrees(1.0), 60.0]
+    wcs.wcs.crpix = [n / 2 + 1, n / 2 + 1]
+    wcs.wcs.cdelt = [-cell, cell]
+    for averaged in (None, (2, 1)):
+        image = smearing_map.response_image(wcs, (n, n), info, noise, averaged=averaged)
+        ys, xs = rng.integers(0, n, 12), rng.integers(0, n, 12)
+        ra, dec = wcs.all_pix2world(xs, ys, 0)
+        l, m = smearing_map.direction_cosines(np.radians(ra), np.radians(dec), 1.0, np.radians(60))  # noqa: E741
+        exact = smearing.response(**smearing_map.samples(info, noise), l=l, m=m, native=averaged)
+        assert 1 - exact.min() > 0.003  # the pixels lose a measurable fraction
+        np.testing.assert_allclose(image[ys, xs], exact, atol=1e-3 * (1 - exact.min()))
+    assert np.all(smearing_map.response_image(wcs, (n, n), info, noise, averaged=(1, 1)) == 1.0)
+
+
+def test_plan_with_the_correction_bounds_the_residual():
+    """With the image correcting smearing, the budget bounds model_error x loss: more averaging than without."""
+    uvw = _gaussian_uv(100_000)
+    w = np.ones(len(uvw))
+    radius = np.radians(2.0)
+    dnu, tau = 244140.625, 12.884901888
+    args = (uvw, w, FREQ, np.radians(30), radius, dnu, tau, 768, 24)
+    plain = smearing.plan_averaging(*args, budget=0.01)
+    corrected = smearing.plan_averaging(*args, budget=0.01, correction="averaging", model_error=0.4)
+    total = smearing.plan_averaging(*args, budget=0.01, correction="total", model_error=0.4)
+    assert corrected.channels * corrected.integrations > plain.channels * plain.integrations
+    assert corrected.residual == pytest.approx(0.4 * corrected.extra_loss) and corrected.residual <= 0.01
+    assert total.residual == pytest.approx(0.4 * total.total_loss) and total.residual <= 0.01
+    assert total.total_loss > total.extra_loss  # the total includes the native channels' own loss
+    bigger = [m for m in smearing.divisors(768, 16) if m > corrected.channels]
+    if bigger:
+        again = smearing.plan_averaging(*args, budget=0.01, correction="averaging", model_error=0.4,
+                                        channels=bigger[0], integrations=corrected.integrations)
+        assert again.residual > 0.01
+    with pytest.raises(ValueError, match="correction"):
+        smearing.plan_averaging(*args, correction="peak")

@@ -4,7 +4,9 @@ The image will cover the primary beam out to ``imaging.pb_cutoff``
 (:mod:`dsa110_contimg.imaging.field`); averaging must not cost more than the
 smearing budget (``calibration.smearing_budget``, 1% of a point source's peak)
 at that edge, in the worst direction, with the imaging weights the imager will
-use (:mod:`dsa110_contimg.imaging.smearing`). Input: plain arrays of the
+use (:mod:`dsa110_contimg.imaging.smearing`). When the image corrects smearing
+(``imaging.smearing_correction``) the budget bounds the error left after the
+correction, ``calibration.smearing_model_error`` times the loss. Input: plain arrays of the
 uncalibrated MS's metadata (no flags, no data), so the plan costs a fraction
 of a second; frequencies are sampled at ``n_freq`` points across the band for
 the Briggs weights and the fringe rates.
@@ -34,11 +36,14 @@ def plan_for_observation(
     channels: int | None = None,
     integrations: int | None = None,
     n_freq: int = 4,
+    model_error: float = 1.0,
 ) -> smearing.AveragingPlan:
     """The averaging plan of one observation: cross-correlation rows ``uvw_m`` (N, 3) at ``time_mjd_s`` (N,).
 
     ``imaging`` is the config's imaging section (pb_cutoff, pixels_per_beam,
-    cell_arcsec, weighting, robust); ``channels`` / ``integrations`` fix a factor.
+    cell_arcsec, weighting, robust, smearing_correction); ``channels`` / ``integrations`` fix a factor.
+    When the image corrects smearing (``imaging["smearing_correction"]``), ``model_error`` is the fraction
+    of the loss the correction may get wrong and the budget bounds that residual (:mod:`dsa110_contimg.imaging.smearing`).
     """
     from . import primary_beam
 
@@ -65,4 +70,5 @@ def plan_for_observation(
     return smearing.plan_averaging(
         uvw_s, w, f_s, field_dec_rad, half, chan_width_hz, integration_s, freq_hz.size, times.size, budget,
         channels=channels, integrations=integrations,
+        correction=imaging["smearing_correction"], model_error=model_error,
     )

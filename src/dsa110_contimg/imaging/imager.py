@@ -118,6 +118,9 @@ class ImagingOptions:
     data_column: str = "DATA"
     pb_cutoff: float = default("imaging.pb_cutoff")
     """Primary-beam level below which the corrected image is blanked."""
+    smearing_correction: str = default("imaging.smearing_correction")
+    """Multiply the smearing response into the primary beam: ``averaging`` (what averaging added),
+    ``total`` or ``none`` (:mod:`dsa110_contimg.imaging.smearing_map`)."""
     sefd_jy: float = default("imaging.sefd_jy")
     """System equivalent flux density of one dish and polarisation, for the thermal noise."""
     wsclean: str = default("imaging.wsclean")
@@ -354,6 +357,11 @@ class NoiseEstimate:
     """Total imaging weight per (integration, channel), shape (T, F): the primary beam's averaging weights."""
     n_samples: int
     """Unflagged Stokes I samples (cross rows x channels)."""
+    sample_channels: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    """A few channels spread over the band (indices) whose imaging weights are kept in ``sample_weights``."""
+    sample_weights: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    """Imaging weight of every unflagged cross row (as ``MSInfo.uvw``) in each of ``sample_channels``,
+    shape (R, len(sample_channels)): what the smearing response is averaged with."""
 
 
 def _grid_index(u_lambda: np.ndarray, v_lambda: np.ndarray, imsize: int, cell_rad: float) -> np.ndarray:
@@ -366,11 +374,13 @@ def _grid_index(u_lambda: np.ndarray, v_lambda: np.ndarray, imsize: int, cell_ra
 
 
 def expected_noise(
-    info: MSInfo, opts: ImagingOptions, chunk_channels: int = 32
+    info: MSInfo, opts: ImagingOptions, chunk_channels: int = 32, n_sample_channels: int = 8
 ) -> NoiseEstimate:
     """Thermal noise of the image from the radiometer equation and the imaging weights.
 
     See the module docstring for the formula. ``opts.cell_arcsec`` must be set.
+    The imaging weights of ``n_sample_channels`` channels spread evenly over
+    the band are kept (for the smearing response).
     """
     if opts.cell_arcsec is None:
         raise ValueError("expected_noise needs the cell size (resolve_options first)")
@@ -401,6 +411,8 @@ def expected_noise(
     sum_w = sum_w2s2 = 0.0
     nat_w = nat_w2s2 = 0.0
     weights_tf = np.zeros((n_t, n_f))
+    sample_channels = np.unique(np.floor((np.arange(n_sample_channels) + 0.5) * n_f / n_sample_channels).astype(int))
+    sample_weights = np.zeros((w_nat.shape[0], sample_channels.size), np.float32)
     sefd2 = opts.sefd_jy**2
     for c0 in range(0, n_f, chunk_channels):
         sl = slice(c0, min(c0 + chunk_channels, n_f))
@@ -424,6 +436,8 @@ def expected_noise(
         nat_w2s2 += np.sum(wc**2 * s2)
         for j in range(w.shape[1]):
             weights_tf[:, sl.start + j] = np.bincount(info.t_index, weights=w[:, j], minlength=n_t)
+        for k in np.flatnonzero((sample_channels >= sl.start) & (sample_channels < sl.stop)):
+            sample_weights[:, k] = w[:, sample_channels[k] - sl.start]
     if sum_w <= 0:
         raise ImagingError(f"{info.path}: no unflagged visibility falls on the uv grid of the image")
     return NoiseEstimate(
@@ -431,6 +445,8 @@ def expected_noise(
         natural_sigma_jy=float(np.sqrt(nat_w2s2) / nat_w),
         weights_tf=weights_tf,
         n_samples=int(ok.sum()),
+        sample_channels=sample_channels,
+        sample_weights=sample_weights,
     )
 
 

@@ -122,21 +122,19 @@ def effective_beam(ra_rad, dec_rad, pointing: DriftPointing, n_theta: int = 1024
     return out.reshape(ra_rad.shape)
 
 
-def beam_image(wcs, shape: tuple[int, int], pointing: DriftPointing, max_coarse: int = 257) -> np.ndarray:
-    """The effective beam on the pixels of a 2-D celestial WCS (ICRS), shape ``shape`` (ny, nx).
-
-    The beam varies on degree scales, so it is computed exactly on a coarse
-    grid of at most ``max_coarse`` points a side (always including the image
-    edges) and interpolated with cubic splines onto every pixel.
-    """
+def coarse_grid(shape: tuple[int, int], max_coarse: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices of a coarse grid of at most ``max_coarse`` points a side, edges included."""
     ny, nx = shape
     cy = np.unique(np.round(np.linspace(0, ny - 1, min(ny, max_coarse))).astype(int))
     cx = np.unique(np.round(np.linspace(0, nx - 1, min(nx, max_coarse))).astype(int))
-    gx, gy = np.meshgrid(cx, cy)
-    ra, dec = wcs.all_pix2world(gx, gy, 0)
-    coarse = effective_beam(np.radians(ra), np.radians(dec), pointing)
+    return cy, cx
+
+
+def interpolate_coarse(coarse: np.ndarray, cy: np.ndarray, cx: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Values on the coarse grid (rows ``cy``, columns ``cx``) interpolated with cubic splines onto every pixel."""
+    ny, nx = shape
     if cy.size == ny and cx.size == nx:
-        return coarse
+        return np.asarray(coarse, float)
     # Fractional coarse-grid coordinates of every pixel (grid points are not evenly spaced after rounding).
     fy = np.interp(np.arange(ny), cy, np.arange(cy.size))
     fx = np.interp(np.arange(nx), cx, np.arange(cx.size))
@@ -145,7 +143,21 @@ def beam_image(wcs, shape: tuple[int, int], pointing: DriftPointing, max_coarse:
         rows = np.arange(r0, min(r0 + 512, ny))
         yy, xx = np.meshgrid(fy[rows], fx, indexing="ij")
         out[rows] = map_coordinates(coarse, [yy, xx], order=3, mode="nearest")
-    return np.clip(out, 0.0, 1.0)
+    return out
+
+
+def beam_image(wcs, shape: tuple[int, int], pointing: DriftPointing, max_coarse: int = 257) -> np.ndarray:
+    """The effective beam on the pixels of a 2-D celestial WCS (ICRS), shape ``shape`` (ny, nx).
+
+    The beam varies on degree scales, so it is computed exactly on a coarse
+    grid of at most ``max_coarse`` points a side (always including the image
+    edges) and interpolated with cubic splines onto every pixel.
+    """
+    cy, cx = coarse_grid(shape, max_coarse)
+    gx, gy = np.meshgrid(cx, cy)
+    ra, dec = wcs.all_pix2world(gx, gy, 0)
+    coarse = effective_beam(np.radians(ra), np.radians(dec), pointing)
+    return np.clip(interpolate_coarse(coarse, cy, cx, shape), 0.0, 1.0)
 
 
 def correct(image: np.ndarray, pb: np.ndarray, cutoff: float) -> np.ndarray:

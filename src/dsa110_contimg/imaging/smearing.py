@@ -31,9 +31,23 @@ time averaging at the pole; :func:`bandwidth_smearing_gaussian` and
 Budget. Real data already carry the smearing of their own channel width and
 integration time. Averaging m channels and k integrations turns the box into
 m dnu x k tau, so the extra loss of the peak at the field's edge, in the worst
-direction, is 1 - R(m dnu, k tau) / R(dnu, tau); :func:`plan_averaging`
-picks the largest reduction m k whose extra loss stays within the budget
-(1% by default), with m dividing the channels and k the integrations.
+direction, is 1 - R(m dnu, k tau) / R(dnu, tau). The image stage corrects the
+smearing (:mod:`dsa110_contimg.imaging.smearing_map`: the beam it divides by
+is the primary beam times that extra factor, or times the total R), so what
+averaging costs is no longer the loss but the error of that correction: the
+budget bounds the *residual* error at the field's edge, taken as
+``model_error`` times the loss corrected there (the extra loss, or the total
+loss 1 - R(m dnu, k tau) when the image corrects the total). ``model_error``
+(``calibration.smearing_model_error``) is the fraction of the loss the
+correction may get wrong: R is the exact peak of the dirty image of a point
+source, but a fit with the restoring beam's shape and CLEAN see a radially
+stretched source (second order in the loss), averaged point samples (the
+simulator's channels) follow a Dirichlet kernel rather than the box's sinc
+(fourth order), and an extended source's integrated flux, which smearing
+preserves, is raised by the correction by up to the loss. Without the
+correction the budget bounds the extra loss itself, as before.
+:func:`plan_averaging` picks the largest reduction m k within the budget (1%
+by default), with m dividing the channels and k the integrations.
 """
 
 from __future__ import annotations
@@ -43,6 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 
 C_M_S = 299792458.0
+SMEARING_CORRECTIONS = ("none", "averaging", "total")
 OMEGA_EARTH = 7.2921150e-5  # rad/s, sidereal rotation rate
 
 
@@ -83,6 +98,53 @@ def peak_fraction(uvw_m: np.ndarray, weights: np.ndarray, freq_hz, dec_rad: floa
     return float(np.sum(w * a * b) / np.sum(w))
 
 
+def _sinc32(x: np.ndarray) -> np.ndarray:
+    """np.sinc in float32, in place on ``x`` (a third of np.sinc's time; 1e-7 is plenty for a mean)."""
+    x *= np.float32(np.pi)
+    zero = x == 0
+    x[zero] = 1.0
+    out = np.sin(x)
+    out /= x
+    out[zero] = 1.0
+    return out
+
+
+def response(uvw_m: np.ndarray, weights: np.ndarray, freq_hz, dec_rad: float, l, m,  # noqa: E741
+             chan_width_hz, tau_s, native: tuple[float, float] | None = None) -> np.ndarray:
+    """:func:`peak_fraction` at every direction of the arrays ``l``, ``m`` (same shape).
+
+    ``freq_hz``, ``chan_width_hz`` and ``tau_s`` are scalars or (N,) arrays, one
+    value per sample (an averaged MS says its channel width and integration time
+    in CHAN_WIDTH and EXPOSURE). With ``native`` = (channels, integrations)
+    averaged, the result is divided by the response of the channels and
+    integrations before averaging (width / channels, time / integrations):
+    what averaging added.
+    """
+    uvw_m = np.asarray(uvw_m, float)
+    w = np.asarray(weights, float)
+    keep = w > 0
+    uvw_m, w = uvw_m[keep], (w[keep] / w[keep].sum()).astype(np.float32)
+    freq, width, tau = (np.broadcast_to(np.asarray(x, float), keep.shape)[keep] for x in (freq_hz, chan_width_hz, tau_s))
+    # Per sample: the bandwidth phase slope and the fringe rate x averaging time, per unit l and m.
+    du = OMEGA_EARTH * (np.cos(dec_rad) * uvw_m[:, 2] - np.sin(dec_rad) * uvw_m[:, 1])
+    dv = OMEGA_EARTH * np.sin(dec_rad) * uvw_m[:, 0]
+    coef = np.stack([width * uvw_m[:, 0], width * uvw_m[:, 1], tau * freq * du, tau * freq * dv]) / C_M_S
+    coef = coef.astype(np.float32)
+    m_div, k_div = native if native is not None else (1, 1)
+    l_arr, m_arr = np.broadcast_arrays(np.asarray(l, float), np.asarray(m, float))
+    out = np.empty(l_arr.size)
+    for i, (li, mi) in enumerate(zip(l_arr.ravel(), m_arr.ravel(), strict=True)):
+        bw = coef[0] * np.float32(li) + coef[1] * np.float32(mi)
+        rate = coef[2] * np.float32(li) + coef[3] * np.float32(mi)
+        r = float(np.dot(w, _sinc32(bw.copy()) * _sinc32(rate.copy())))
+        if native is not None:
+            bw /= np.float32(m_div)
+            rate /= np.float32(k_div)
+            r /= float(np.dot(w, _sinc32(bw) * _sinc32(rate)))
+        out[i] = r
+    return out.reshape(l_arr.shape)
+
+
 @dataclass(frozen=True)
 class AveragingPlan:
     """How many channels and integrations to average, and the smearing that costs."""
@@ -95,10 +157,17 @@ class AveragingPlan:
     """1 - R(native): what the data's own channel width and integration time cost there."""
     radius_deg: float
     budget: float
+    total_loss: float = float("nan")
+    """1 - R(averaged) at the field's edge, worst direction: what the image loses before correction."""
+    residual: float = float("nan")
+    """What the budget bounded: model_error x the loss the image corrects, or extra_loss uncorrected."""
+    correction: str = "none"
+    model_error: float | None = None
 
     def record(self) -> dict:
         return {"channels": self.channels, "integrations": self.integrations, "extra_loss": self.extra_loss,
-                "native_loss": self.native_loss, "radius_deg": self.radius_deg, "budget": self.budget}
+                "native_loss": self.native_loss, "total_loss": self.total_loss, "residual": self.residual,
+                "correction": self.correction, "model_error": self.model_error, "radius_deg": self.radius_deg, "budget": self.budget}
 
 
 def divisors(n: int, limit: int | None = None) -> list[int]:
@@ -110,22 +179,30 @@ def plan_averaging(uvw_m: np.ndarray, weights: np.ndarray, freq_hz, dec_rad: flo
                    chan_width_hz: float, tau_s: float, n_channels: int, n_integrations: int,
                    budget: float = 0.01, n_pa: int = 12, channels: int | None = None,
                    integrations: int | None = None, max_channels: int = 16,
-                   max_integrations: int = 8) -> AveragingPlan:
-    """The largest averaging (channels x integrations) whose extra peak loss at ``radius_rad`` is <= ``budget``.
+                   max_integrations: int = 8, correction: str = "none",
+                   model_error: float = 1.0) -> AveragingPlan:
+    """The largest averaging (channels x integrations) whose error at ``radius_rad`` is <= ``budget``.
 
-    The loss is evaluated at ``n_pa`` position angles over half a circle and
-    the worst one counts. ``channels`` / ``integrations`` fix one factor (the
+    The error (see the module docstring) is the extra peak loss (``correction``
+    ``none``), or ``model_error`` times the extra loss (``averaging``) or the
+    total loss (``total``) that the image corrects. It is evaluated at ``n_pa`` position angles over half a circle
+    and the worst one counts. ``channels`` / ``integrations`` fix one factor (the
     other is then chosen); at most ``max_channels`` x ``max_integrations`` are
     considered. Ties go to more channels (frequency smearing is
     the same in every observation; time smearing grows with the hour angle).
     """
     if not 0 < budget < 1:
         raise ValueError(f"the smearing budget must be in (0, 1), got {budget}")
+    if correction not in SMEARING_CORRECTIONS:
+        raise ValueError(f"smearing correction must be one of {SMEARING_CORRECTIONS}, got {correction!r}")
+    if not 0 < model_error <= 1:
+        raise ValueError(f"the smearing model error must be in (0, 1], got {model_error}")
     uvw_m = np.asarray(uvw_m, float)
     w = np.asarray(weights, float)
     ms_ = divisors(n_channels, max_channels) if channels is None else [channels]
     ks = divisors(n_integrations, max_integrations) if integrations is None else [integrations]
     worst = np.ones((len(ms_), len(ks)))
+    worst_total = np.ones((len(ms_), len(ks)))
     native = 1.0
     for pa in np.linspace(0.0, np.pi, n_pa, endpoint=False):
         l, m = radius_rad * np.sin(pa), radius_rad * np.cos(pa)  # noqa: E741
@@ -137,16 +214,20 @@ def plan_averaging(uvw_m: np.ndarray, weights: np.ndarray, freq_hz, dec_rad: flo
         r0 = float(np.sum(w * np.sinc(chan_width_hz * proj) * np.sinc(tau_s * rate)) / w.sum())
         native = min(native, r0)
         worst = np.minimum(worst, r / r0)
+        worst_total = np.minimum(worst_total, r)
     loss = 1.0 - worst
+    error = {"none": loss, "averaging": model_error * loss, "total": model_error * (1.0 - worst_total)}[correction]
     best = None
     for i, mm in enumerate(ms_):
         for j, kk in enumerate(ks):
-            if loss[i, j] <= budget and (best is None or (mm * kk, mm) > (best[0] * best[1], best[0])):
-                best = (mm, kk, float(loss[i, j]))
-    if best is None:  # only reachable with a fixed factor that alone exceeds the budget
-        i, j = 0, 0
-        best = (ms_[i], ks[j], float(loss[i, j]))
-    return AveragingPlan(best[0], best[1], max(best[2], 0.0), 1.0 - native, float(np.degrees(radius_rad)), budget)
+            if error[i, j] <= budget and (best is None or (mm * kk, mm) > (ms_[best[0]] * ks[best[1]], ms_[best[0]])):
+                best = (i, j)
+    if best is None:  # reachable with a fixed factor (or native smearing) that alone exceeds the budget
+        best = (0, 0)
+    i, j = best
+    return AveragingPlan(ms_[i], ks[j], max(float(loss[i, j]), 0.0), 1.0 - native, float(np.degrees(radius_rad)),
+                         budget, total_loss=float(1.0 - worst_total[i, j]), residual=max(float(error[i, j]), 0.0),
+                         correction=correction, model_error=model_error if correction != "none" else None)
 
 
 def briggs_weights(uv_lambda: np.ndarray, natural: np.ndarray, cell_rad: float, imsize: int, robust: float) -> np.ndarray:

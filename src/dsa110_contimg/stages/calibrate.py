@@ -102,10 +102,12 @@ def apply_calibration(
         caldir = next(Path(p) for p in caltables if Path(p).name == choice.calgroup)
         run.logger.info("applying %s (%.2f h away)", caldir, choice.separation_h)
         plan = _averaging_plan(ms, config)
-        run.logger.info("averaging %d channels x %d integrations: %.2f%% more peak loss at %.2f deg (budget %.2g%%; "
-                        "the data's own channels and integrations lose %.2f%% there)", plan.channels,
-                        plan.integrations, 100 * plan.extra_loss, plan.radius_deg, 100 * plan.budget,
-                        100 * plan.native_loss)
+        run.logger.info("averaging %d channels x %d integrations: %.2f%% more peak loss at %.2f deg, %.2f%% in all "
+                        "(%s); error %.2f%% (budget %.2g%%; the data's own channels and integrations lose %.2f%% "
+                        "there)", plan.channels, plan.integrations, 100 * plan.extra_loss, plan.radius_deg,
+                        100 * plan.total_loss,
+                        f"the image corrects the {plan.correction} loss" if plan.correction != "none" else "not corrected",
+                        100 * plan.residual, 100 * plan.budget, 100 * plan.native_loss)
         scaled = Path(f"{calibrated}.fluxscaled")
         try:
             use, flux_record = _bootstrapped(caldir, candidates, choice.calgroup, dec, scaled, cfg, run.logger)
@@ -195,7 +197,8 @@ def _averaging_plan(ms: str, config: Mapping[str, Any]):
     cfg = config["calibration"]
     meta = calibration.averaging_inputs(ms)
     return averaging.plan_for_observation(**meta, imaging=dict(config["imaging"]), budget=cfg["smearing_budget"],
-                                          channels=cfg["average_channels"], integrations=cfg["average_integrations"])
+                                          channels=cfg["average_channels"], integrations=cfg["average_integrations"],
+                                          model_error=cfg["smearing_model_error"])
 
 
 def calibrator_flux(caltables: Sequence[str], table: str, config: Mapping[str, Any], log: str | None = None,

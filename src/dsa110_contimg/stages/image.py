@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from dsa110_contimg.imaging import imager as imaging
-from dsa110_contimg.imaging import primary_beam, thumbnail
+from dsa110_contimg.imaging import primary_beam, smearing_map, thumbnail
 from dsa110_contimg.imaging import qa as image_qa
 
 from .. import fitsimage, naming
@@ -40,8 +40,12 @@ def image(
     threads: int = 1,
     mem_mb: int | None = None,
     log: str | None = None,
+    averaged: tuple[int, int] | None = None,
 ) -> dict:
     """Rule ``image``: image one calibrated observation; returns the QA figures.
+
+    ``averaged``: (channels, integrations) averaged into ``ms`` (default: from
+    its sidecar, see :func:`dsa110_contimg.imaging.smearing_map.averaging_factors`).
 
     ``outputs`` maps each of :data:`OUTPUT_KINDS` to its path (see
     :func:`dsa110_contimg.naming.rule_outputs`); the QA sidecar (kind ``image``) goes beside
@@ -94,6 +98,20 @@ def image(
             dec_app = primary_beam.pointing_declination(info.field_ra_rad, info.field_dec_rad, info.mid_jd)
             pointing = primary_beam.make_pointing(info.jd, info.freq_hz, noise.weights_tf, dec_app)
             pb = primary_beam.beam_image(wcs, img.shape, pointing)
+            averaged = smearing_map.averaging_factors(ms) if averaged is None else tuple(averaged)
+            response = smearing_map.response_image(
+                wcs, img.shape, info, noise, averaged=averaged if opts.smearing_correction != "total" else None)
+            smear = smearing_map.record(response, pb, opts.pb_cutoff, opts.smearing_correction)
+            smear["averaged"] = list(averaged)
+            logger.info("smearing %s (channel %.3g kHz, integration %.3g s, %d x %d averaged): %.2f%% of the peak "
+                        "lost at the field's edge, %.3f%% at its centre; %s",
+                        "added by averaging" if opts.smearing_correction != "total" else "in all",
+                        info.chan_width_hz.max() / 1e3, info.exposure_s.max(), *averaged,
+                        100 * smear["smearing_edge_loss"], 100 * smear["smearing_centre_loss"],
+                        "not corrected" if opts.smearing_correction == "none" else "corrected in the beam written")
+            if opts.smearing_correction != "none":
+                pb = pb * response
+            del response
             pbcor = primary_beam.correct(img, pb, opts.pb_cutoff)
             t_pb = time.perf_counter()
 
@@ -116,6 +134,7 @@ def image(
                 max_baseline_m=info.max_baseline_m,
                 imager_summary=result.details.get("summary"),
                 imager_beam=result.details.get("imager_beam"),
+                **smear,
             )
             logger.info(
                 "QA: rms %.3g mJy/beam (%.2f x thermal), peak %.4g Jy/beam, DR %.0f, beam %.1f\" x %.1f\" "
@@ -130,7 +149,11 @@ def image(
             png = workdir / f"{group}.png"
             _write_fits(pb_file, pb, fits.Header(wcs.to_header()), BUNIT="", BTYPE="Beam",
                         PBCUTOFF=opts.pb_cutoff, FREQ=header.get("FREQ", freq),
-                        COMMENT="drift- and band-averaged Airy power beam of the 4.65 m dishes")
+                        SMEARCOR=(opts.smearing_correction, "smearing response in the beam"),
+                        SMEARMAX=(smear["smearing_edge_loss"], "smearing peak loss at the field edge"),
+                        COMMENT="drift- and band-averaged Airy power beam of the 4.65 m dishes"
+                        + (", times the bandwidth and time smearing response" if opts.smearing_correction != "none"
+                           else ""))
             _write_fits(pbcor_file, pbcor, header, PBCUTOFF=(opts.pb_cutoff, "blanked where the beam is lower"),
                         BTYPE="Intensity")
             thumbnail.render(result.files["image"], png, rms=qa["rms_jy"], pb_fits=pb_file, pb_cutoff=opts.pb_cutoff,

@@ -10,7 +10,9 @@ with no flag other than the image grade:
 - field sources (all but 3C286): median measured/true, robust scatter, the
   lowest, how many fall below 0.95 of the truth, and how many the quoted
   errors predict there (sum over sources of P(flux < 0.95 true) for a normal
-  error of flux_err_jy: at 20 sigma a 0.95 cut is a 1-sigma cut);
+  error of flux_err_jy: at 20 sigma a 0.95 cut is a 1-sigma cut), the Poisson
+  probability of at least the count seen, and the count above 100 sigma,
+  where 0.95 is a cut at 3 sigma or more;
 - 3C286's ratio in each image;
 - pulls (measured - true) / flux_err_jy: median and robust width
   (1.4826 MAD), and with the statistical error alone;
@@ -30,9 +32,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
+from scipy.stats import norm, poisson
 
 GRADE_BITS = 64 | 128  # marginal_image, bad_image: the image's grade, not a defect of the measurement
+
+
+def angular_distance(ra1, dec1, ra2, dec2):
+    """Great-circle distance in degrees."""
+    r1, d1, r2, d2 = (np.radians(np.asarray(v, float)) for v in (ra1, dec1, ra2, dec2))
+    c = np.sin(d1) * np.sin(d2) + np.cos(d1) * np.cos(d2) * np.cos(r1 - r2)
+    return np.degrees(np.arccos(np.clip(c, -1, 1)))
 
 
 def width(x) -> float:
@@ -85,12 +94,20 @@ def main(argv=None) -> int:
     expected = norm.cdf((0.95 * field.true - field.true) / field.flux_err_jy).sum()
     expected_stat = norm.cdf((0.95 * field.true - field.true) / field.flux_err_stat_jy).sum()
     low = field[field.ratio < 0.95]
+    p_low = float(poisson.sf(len(low) - 1, expected)) if len(low) else 1.0
+    strong = field[field.snr > 100]  # there 0.95 is a cut at >= 3 sigma of the quoted error
+    cal = m[m.source == "3C286"].iloc[0] if (m.source == "3C286").any() else None
+    if cal is not None:
+        field = field.assign(dist_3c286_arcmin=60 * angular_distance(field.ra_deg, field.dec_deg, cal.ra_deg, cal.dec_deg))
+        low = field[field.ratio < 0.95]
     print(f"{args.run}: {len(bright)} measurements above {args.min_snr:g} sigma, {len(field)} of field sources")
     print(f"field median {field.ratio.median():.4f}  robust scatter {width(field.ratio):.4f}  "
           f"lowest {field.ratio.min():.3f}  below 0.95: {len(low)} (expected from the quoted errors "
-          f"{expected:.1f}; from the statistical errors alone {expected_stat:.1f})")
+          f"{expected:.1f}; from the statistical errors alone {expected_stat:.1f}; P(>= {len(low)} | "
+          f"{expected:.1f}) = {p_low:.2f}); above 100 sigma {(strong.ratio < 0.95).sum()} of {len(strong)} below 0.95")
     for _, r in low.sort_values("ratio").iterrows():
-        print(f"  low: {r.group} {r.source} ratio {r.ratio:.3f} snr {r.snr:.0f} pb {r.pb:.2f} pull {r.pull:+.2f}")
+        print(f"  low: {r.group} {r.source} ratio {r.ratio:.3f} snr {r.snr:.0f} pb {r.pb:.2f} pull {r.pull:+.2f}"
+              + (f" {r.dist_3c286_arcmin:.0f}' from 3C286" if "dist_3c286_arcmin" in r else ""))
     for lo, hi in ((args.min_snr, 40), (40, 80), (80, 160), (160, np.inf)):
         sel = field[(field.snr > lo) & (field.snr <= hi)]
         if len(sel):

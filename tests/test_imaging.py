@@ -260,6 +260,13 @@ def test_imager_commands_follow_the_options(tmp_path):
     assert "-nmiter 3" in " ".join(imaging.wsclean_command("x.ms", tmp_path / "p", opts, 2, None))
     params = imaging.tclean_parameters("x.ms", tmp_path / "p", opts)
     assert params["nmajor"] == 3 and params["maxpsffraction"] == pytest.approx(0.15)
+    # a flux and a spectral slope per component: WSClean joins channels, tclean runs mtmfs; flat by default
+    assert "-join-channels" not in cmd and params["deconvolver"] == "hogbom" and "nterms" not in params
+    opts = imaging.ImagingOptions(imsize=512, cell_arcsec=3.0, spectral_terms=2, spectral_channels=6)
+    assert "-join-channels -channels-out 6 -fit-spectral-pol 2" in " ".join(
+        imaging.wsclean_command("x.ms", tmp_path / "p", opts, 2, None))
+    params = imaging.tclean_parameters("x.ms", tmp_path / "p", opts)
+    assert params["deconvolver"] == "mtmfs" and params["nterms"] == 2
     with pytest.raises(ValueError, match="imager"):
         imaging.ImagingOptions(imager="aips")
 

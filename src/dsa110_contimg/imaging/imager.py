@@ -108,6 +108,11 @@ class ImagingOptions:
     auto_mask: float | None = default("imaging.auto_mask")
     """Grow a clean mask from peaks above this many sigma (WSClean -auto-mask; tclean
     auto-multithresh noisethreshold); None: clean the whole image."""
+    spectral_terms: int = default("imaging.spectral_terms")
+    """Terms of the sky's spectrum that CLEAN fits over the band: 1, one flat spectrum per component;
+    2, a flux and a spectral slope (WSClean -join-channels -fit-spectral-pol 2, tclean mtmfs nterms 2)."""
+    spectral_channels: int = default("imaging.spectral_channels")
+    """WSClean -channels-out with spectral_terms > 1: the band is imaged in this many parts."""
     wproject_planes: int = default("imaging.wproject_planes")
     """tclean w-projection planes (-1: automatic; 0: no w-projection)."""
     wsclean_gridder: str = default("imaging.wsclean_gridder")
@@ -485,6 +490,9 @@ def wsclean_command(ms: str, prefix: Path, opts: ImagingOptions, threads: int, m
     ]
     if opts.auto_mask is not None:
         cmd += ["-auto-mask", f"{opts.auto_mask:g}"]
+    if opts.spectral_terms > 1:
+        cmd += ["-join-channels", "-channels-out", str(opts.spectral_channels),
+                "-fit-spectral-pol", str(opts.spectral_terms)]
     if mem_mb:
         cmd += ["-abs-mem", f"{mem_mb / 1024 * 0.9:.2f}"]
     if opts.wsclean_gridder == "wgridder":
@@ -503,7 +511,7 @@ def tclean_parameters(ms: str, prefix: Path, opts: ImagingOptions) -> dict[str, 
         stokes="I",
         specmode="mfs",
         gridder="wproject" if opts.wproject_planes != 0 else "standard",
-        deconvolver="hogbom",
+        deconvolver="mtmfs" if opts.spectral_terms > 1 else "hogbom",
         weighting=opts.weighting,
         niter=opts.niter,
         gain=opts.gain,
@@ -520,6 +528,8 @@ def tclean_parameters(ms: str, prefix: Path, opts: ImagingOptions) -> dict[str, 
         interactive=False,
         pbcor=False,
     )
+    if opts.spectral_terms > 1:
+        params["nterms"] = opts.spectral_terms
     if opts.wproject_planes != 0:
         params["wprojplanes"] = opts.wproject_planes
     if opts.weighting == "briggs":
@@ -589,9 +599,10 @@ def run_wsclean(ms: str, prefix: Path, opts: ImagingOptions, threads: int, mem_m
     if proc.returncode != 0:
         tail = "\n".join(text.splitlines()[-15:])
         raise ImagingError(f"{ms}: wsclean failed (exit {proc.returncode}):\n{tail}")
-    out = {k: Path(f"{prefix}-{k}.fits") for k in PRODUCTS}
+    stem = f"{prefix}-MFS" if opts.spectral_terms > 1 else str(prefix)  # joined channels: the band's sum
+    out = {k: Path(f"{stem}-{k}.fits") for k in PRODUCTS}
     if opts.niter == 0:  # without CLEAN WSClean writes no residual (= the dirty image) and no model
-        out["residual"] = Path(f"{prefix}-dirty.fits")
+        out["residual"] = Path(f"{stem}-dirty.fits")
         out.pop("model")
     missing = [str(p) for p in out.values() if not p.exists()]
     if missing:
@@ -637,11 +648,12 @@ def _tclean_child(request_file: str) -> int:
     try:
         summary = cta.tclean(**params) or {}
         prefix = params["imagename"]
+        taylor = ".tt0" if params.get("deconvolver") == "mtmfs" else ""  # mtmfs: the band-centre term
         for kind in request["export"]:
-            src = f"{prefix}.{kind}"
+            src = f"{prefix}.{kind}{taylor}"
             if not os.path.isdir(src):
                 raise RuntimeError(f"tclean did not write {src}")
-            cta.exportfits(imagename=src, fitsimage=f"{src}.fits", overwrite=True, dropdeg=False)
+            cta.exportfits(imagename=src, fitsimage=f"{prefix}.{kind}.fits", overwrite=True, dropdeg=False)
         keep = {k: summary[k] for k in ("iterdone", "nmajordone", "stopcode", "stopDescription") if k in summary}
         result = {"summary": json.loads(json.dumps(keep, default=str))}
     except Exception as exc:  # noqa: BLE001 - a process boundary: any CASA failure goes to the parent as text

@@ -36,7 +36,12 @@ model errors, deconvolution errors. ``flux_err_jy`` adds a fraction
 
     err^2 = err_stat^2 + (systematic_fraction x flux)^2,
 
-so the pulls (flux - truth) / err of bright sources keep unit width.
+so the pulls (flux - truth) / err of bright sources keep unit width. With
+``systematic_fraction: auto`` (the default) each image estimates its own
+fraction from the scatter of its bright reference sources' flux ratios to
+the catalogue (:mod:`dsa110_contimg.photometry.systematic`); the value, its
+error and the number of references are in the table's ``attrs`` and the
+photometry sidecar.
 
 Flags (bits, :class:`Flag`): EDGE (the fit box leaves the image), LOW_PB
 (primary beam below ``min_pb``), BLENDED, NAN_PIXELS (blanked pixels in the
@@ -145,8 +150,19 @@ class PhotometryOptions:
     """Tile size of the background rms map for blind detection, in major-axis FWHMs."""
     chunk: int = 2048
     """Sources measured per vectorised batch (bounds the memory)."""
-    systematic_fraction: float = default("photometry.systematic_fraction")
-    """Fraction of the flux added in quadrature to the statistical error (config photometry.systematic_fraction)."""
+    systematic_fraction: float | str = default("photometry.systematic_fraction")
+    """Fraction of the flux added in quadrature to the statistical error, or ``auto``: estimated per image
+    from its bright reference sources (photometry.systematic)."""
+    systematic_min_snr: float = default("photometry.systematic.min_snr")
+    """auto: unflagged sources at least this many (noise) sigma are the references."""
+    systematic_min_sources: int = default("photometry.systematic.min_sources")
+    """auto: with fewer references the fallback fraction is used (and the sidecar says so)."""
+    systematic_floor: float = default("photometry.systematic.floor")
+    """auto: the estimate is at least this."""
+    systematic_cap: float = default("photometry.systematic.cap")
+    """auto: the estimate is at most this."""
+    systematic_fallback: float = default("photometry.systematic.fallback_fraction")
+    """auto: the fraction used when an image has too few references."""
     sidelobe_fraction: float = default("photometry.sidelobe_fraction")
     """New sources: sidelobe level as a fraction of the brightest apparent flux nearby (see photometry.new_sources)."""
     sidelobe_radius_arcmin: float = default("photometry.sidelobe_radius_arcmin")
@@ -157,7 +173,10 @@ class PhotometryOptions:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> PhotometryOptions:
         """From a validated pipeline config: section ``photometry`` plus ``imaging.pb_cutoff``."""
-        return options(cls, config["photometry"], pb_cutoff=config["imaging"]["pb_cutoff"])
+        section = dict(config["photometry"])
+        auto = section.pop("systematic", {})
+        extra = {f"systematic_{'fallback' if k == 'fallback_fraction' else k}": v for k, v in auto.items()}
+        return options(cls, section, pb_cutoff=config["imaging"]["pb_cutoff"], **extra)
 
 
 @dataclass(frozen=True)
@@ -610,10 +629,11 @@ def measure_catalogue(images: ImageSet, cat: pd.DataFrame, mjd: float, opts: Pho
         return empty_measurements()
     res = forced_photometry(images.flux, images.wcs, images.beam, x, y, noise=images.noise, pb=images.pb,
                             opts=opts, prep=prep)
-    err = total_error(res.flux, res.err, opts.systematic_fraction)
     with np.errstate(invalid="ignore", divide="ignore"):
         snr = res.flux / res.err  # detection significance: against the noise alone
-    return pd.DataFrame(
+    estimate = systematic_for_image(res.flux, res.err, sel.flux_jy.to_numpy(float), snr, res.flags, opts)
+    err = total_error(res.flux, res.err, estimate.fraction)
+    table = pd.DataFrame(
         {
             "source": sel.name.astype(str).to_numpy(),
             "ra_deg": sel.ra_deg.to_numpy(float),
@@ -632,6 +652,22 @@ def measure_catalogue(images: ImageSet, cat: pd.DataFrame, mjd: float, opts: Pho
             "mjd": np.full(len(sel), float(mjd)),
         }
     )
+    table.attrs["systematic"] = estimate.record()
+    return table
+
+
+def systematic_for_image(flux, err_stat, catalogue_flux, snr, flags, opts: PhotometryOptions):
+    """The image's systematic fraction: the configured number, or (``auto``) estimated from its references."""
+    from . import systematic as sysmod
+
+    if opts.systematic_fraction != "auto":
+        return sysmod.SystematicEstimate(float(opts.systematic_fraction), "configured", 0,
+                                         reason="photometry.systematic_fraction is a fixed number")
+    ref = sysmod.reference_mask(snr, flags, opts.systematic_min_snr, 0)
+    return sysmod.estimate_systematic(np.asarray(flux)[ref], np.asarray(err_stat)[ref],
+                                      np.asarray(catalogue_flux)[ref], floor=opts.systematic_floor,
+                                      cap=opts.systematic_cap, min_sources=opts.systematic_min_sources,
+                                      fallback=opts.systematic_fallback)
 
 
 # --------------------------------------------------------- blind detection
@@ -835,5 +871,6 @@ __all__ = [
     "noise_autocorrelation",
     "prepare",
     "read_fits_image",
+    "systematic_for_image",
     "total_error",
 ]

@@ -146,11 +146,19 @@ def photometry(
             "beam_fwhm_pixels": prep.fwhm_px,
             "fit_box_pixels": 2 * prep.r + 1,
             "image_grade": grade,
+            "systematic": meas.attrs.get("systematic"),
         }
         if len(meas) == 0:
             qa["note"] = "no catalogue source in the image footprint"
             logger.warning("%s: no catalogue source in the footprint (catalogue %s): writing an empty table",
                            pbcor, copts.path)
+        sys_est = qa["systematic"]
+        if sys_est and sys_est["method"] == "fallback":
+            logger.warning("systematic fraction: %s", sys_est["reason"])
+        elif sys_est:
+            logger.info("systematic fraction %.4f (%s%s): %s", sys_est["fraction"], sys_est["method"],
+                        f" +- {sys_est['fraction_err']:.4f}" if sys_est["fraction_err"] is not None else "",
+                        sys_est["reason"])
         if counts["no_data"]:
             bad = meas.source[(flags & phot.Flag.NO_DATA) != 0].tolist()
             logger.warning("%d source(s) have blank (NaN) pixels at their position, flux NaN, flagged no_data: %s",

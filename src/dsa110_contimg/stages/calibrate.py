@@ -78,13 +78,16 @@ def apply_calibration(
     config: Mapping[str, Any],
     problem: str | None = None,
     log: str | None = None,
+    flux_references: Sequence[str] = (),
 ) -> dict:
     """Rule ``apply_calibration``: MS + the nearest passing calibration (flux scale
     bootstrapped from a standard when its calibrator is a secondary) -> calibrated
     MS, then self-calibrated against the field's sky model (config calibration.selfcal).
 
     ``caltables`` are the candidate calibrations in order of preference (from
-    the parse-time plan); ``problem`` is the plan's reason when there are none.
+    the parse-time plan); ``problem`` is the plan's reason when there are none;
+    ``flux_references`` the flux-standard solutions of the run a secondary's flux
+    bootstrap may use (the plan's, so the job waits for them).
     """
     cfg = config["calibration"]
     with stage_run("apply_calibration", config, {"group": group}, log) as run:
@@ -108,7 +111,10 @@ def apply_calibration(
                         100 * plan.native_loss)
         scaled = Path(f"{calibrated}.fluxscaled")
         try:
-            use, flux_record = _bootstrapped(caldir, candidates, choice.calgroup, dec, scaled, cfg, run.logger)
+            references = {Path(p).name: provenance.read_sidecar(provenance.sidecar_path(p))["qa"]
+                          for p in flux_references}
+            use, flux_record = _bootstrapped(caldir, candidates, choice.calgroup, dec, scaled, cfg, run.logger,
+                                             references)
             with run.output(calibrated) as tmp:
                 qa = calibration.apply(ms, use, str(tmp), width=plan.channels, timebin=plan.integrations,
                                        log=run.logger)
@@ -139,12 +145,13 @@ def _selfcal(ms: str, config: Mapping[str, Any], logger) -> dict:
 
 
 def _bootstrapped(caldir: Path, candidates: dict, chosen: str, dec: float, scaled: Path, cfg: Mapping[str, Any],
-                  logger):
+                  logger, references: Mapping[str, Mapping] | None = None):
     """The tables to apply and the flux-scale record (:mod:`..calibration.bootstrap`).
 
     A secondary's gains are rescaled to a passing flux-standard solution: the
     first at this declination among the candidates, else the one whose transit
-    is nearest in time, at any declination, among every solution in the
+    is nearest in time, at any declination, among the run's flux-standard
+    solutions (``references``, declared inputs) and every solution in the
     caltables folder (earlier runs and pointings included), at most
     ``calibration.bootstrap_max_separation_h`` away; used when the transfer's
     uncertainty is at most ``bootstrap_max_error``. Otherwise the model's own
@@ -156,7 +163,7 @@ def _bootstrapped(caldir: Path, candidates: dict, chosen: str, dec: float, scale
         return caldir, {"calibrator": qa.get("calibrator"), "source": "Perley-Butler 2017"}
     found = bootstrap.choose_standard(candidates, dec)
     if found is None and "transit_jd" in qa:
-        archive = bootstrap.archived_solutions(caldir.parent) | candidates
+        archive = bootstrap.archived_solutions(caldir.parent) | dict(references or {}) | candidates
         found = bootstrap.choose_standard(archive, dec, transit_jd=float(qa["transit_jd"]),
                                           max_separation_h=cfg["bootstrap_max_separation_h"])
     moved = bootstrap.transfer(qa, found[1]) if found else None

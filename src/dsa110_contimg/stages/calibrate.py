@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .. import provenance
-from ..calibration import bootstrap, flagging, fluxmon
+from ..calibration import bootstrap, flagging, fluxmon, subtract
 from ..calibration import caltables as calibration
 from ..calibration import plan as calplan
 from ..calibration.calibrators import load_calibrators
@@ -82,7 +82,8 @@ def apply_calibration(
 ) -> dict:
     """Rule ``apply_calibration``: MS + the nearest passing calibration (flux scale
     bootstrapped from a standard when its calibrator is a secondary) -> calibrated
-    MS, then self-calibrated against the field's sky model (config calibration.selfcal).
+    MS, then self-calibrated against the field's sky model (config calibration.selfcal), then its
+    bright sources subtracted (config calibration.subtract).
 
     ``caltables`` are the candidate calibrations in order of preference (from
     the parse-time plan); ``problem`` is the plan's reason when there are none;
@@ -121,6 +122,7 @@ def apply_calibration(
                 # RFI flags of the target itself (on this job's own output), before self-calibration.
                 qa.update(flagging.flag_rfi(str(tmp), flagging.FlagOptions(**cfg["target_rfi"]), log=run.logger))
                 qa["selfcal"] = _selfcal(str(tmp), config, run.logger)
+                qa["subtract"] = _subtract(str(tmp), config, run.logger)
         finally:
             shutil.rmtree(scaled, ignore_errors=True)
         qa.update(caltable=choice.calgroup, separation_h=choice.separation_h, warning=choice.warning,
@@ -142,6 +144,20 @@ def _selfcal(ms: str, config: Mapping[str, Any], logger) -> dict:
     model = catalogue_sources(load_catalogue(catalogue), info.times_jd, info.pointing_dec_app,
                               SkyModelOptions.from_config(cfg))
     return selfcal(ms, model, info.pointing_dec_app, SelfcalOptions.from_config(cfg), log=logger)
+
+
+def _subtract(ms: str, config: Mapping[str, Any], logger) -> dict:
+    """Subtract the bright sources of the field from this job's own MS (config calibration.subtract)."""
+    opts = subtract.SubtractOptions.from_config(config)
+    if not opts.enabled:
+        return {"status": "off"}
+    catalogue = CatalogueOptions.from_config(config)
+    if not catalogue.path:
+        logger.warning("bright-source subtraction skipped: no reference catalogue (catalogue.path)")
+        return {"status": "skipped", "reason": "no catalogue.path"}
+    info = calibration.read_ms_info(ms)
+    sources = subtract.choose(load_catalogue(catalogue), info.times_jd, info.pointing_dec_app, opts)
+    return subtract.subtract(ms, sources, info.pointing_dec_app, opts, log=logger)
 
 
 def _bootstrapped(caldir: Path, candidates: dict, chosen: str, dec: float, scaled: Path, cfg: Mapping[str, Any],

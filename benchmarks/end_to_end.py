@@ -180,6 +180,8 @@ def accuracy(results: Path, truth_dir: Path, groups: dict[str, str]) -> tuple[pd
     from astropy.io import fits
     from astropy.wcs import WCS
 
+    from dsa110_contimg.photometry.forced import Flag
+
     sky = pd.read_csv(truth_dir / "sky.csv").set_index("name")
     rows, images = [], []
     for g, role in groups.items():
@@ -198,7 +200,9 @@ def accuracy(results: Path, truth_dir: Path, groups: dict[str, str]) -> tuple[pd
         if not phot.exists():
             continue
         p = pd.read_parquet(phot)
-        p = p[(p["flags"] == 0) & (p["snr"] > 20) & p["source"].isin(sky.index)]
+        # The image's grade flags every measurement on it; judge the measurements by their own flags.
+        own = p["flags"].astype(int) & ~int(Flag.MARGINAL_IMAGE | Flag.BAD_IMAGE)
+        p = p[(own == 0) & (p["snr"] > 20) & p["source"].isin(sky.index)]
         true = true_flux(sky, float(qa["freq_hz"])).loc[p.source].to_numpy()
         with fits.open(path, memmap=True) as hdul:
             header = hdul[0].header
@@ -289,11 +293,13 @@ def report(work: Path, config_path: Path, cores: int) -> None:
     if groups:
         _kept(results, config, groups)
     roles = {g: "calibrator" if g in calgroups else "target" for g in groups}
+    _check_truth(work / "truth")
     fluxes, images = accuracy(results, work / "truth", roles)
     if not images.empty:
         print("\nimages:\n" + images.round(3).to_string(index=False))
         summary = accuracy_summary(fluxes, images)
-        print("\naccuracy per image (sources above 20 sigma in forced photometry, unflagged; flux / truth at the "
+        print("\naccuracy per image (sources above 20 sigma in forced photometry, no flag but the image's grade; "
+              "flux / truth at the "
               "image frequency; pull = (flux - truth) / error; offset of a beam-shaped Gaussian fit from the true "
               "position, in restoring beams (sqrt(bmaj bmin)); new = new-source candidates):")
         print(summary.round(4).to_string(index=False))
@@ -312,6 +318,21 @@ def report(work: Path, config_path: Path, cores: int) -> None:
               f"s per observation; load after the run {tuple(round(x, 1) for x in r['load_after'])}; "
               f"snakemake exit {r.get('exit')}")
     print(f"machine load (1/5/15 min) now: {os.getloadavg()}")
+
+
+def _check_truth(truth_dir: Path) -> None:
+    """Warn when the truth's flux standards are not at their Perley-Butler 2017 flux (data simulated by an
+    older simulator): the pipeline sets its flux scale from Perley-Butler, so every ratio moves by as much."""
+    from dsa110_contimg.calibration import standards
+
+    sky = pd.read_csv(truth_dir / "sky.csv")
+    for row in sky[sky["kind"] == "calibrator"].itertuples():
+        if standards.is_standard(row.name):
+            pb = float(standards.flux_density(row.name, 1.4e9))
+            if abs(row.flux_jy / pb - 1) > 0.005:
+                print(f"WARNING: {truth_dir / 'sky.csv'}: flux standard {row.name} is {row.flux_jy:.3f} Jy at 1.4 GHz, "
+                      f"Perley-Butler 2017 gives {pb:.3f}: the pipeline's flux scale is Perley-Butler's, so every "
+                      f"flux / truth below is {pb / row.flux_jy:.4f} x too high (data from an older simulator)")
 
 
 def _timings(table: pd.DataFrame, config: dict, cores: int, targets: list[str], calgroups: list[str]) -> None:

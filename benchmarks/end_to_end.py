@@ -18,12 +18,18 @@ the real workflow (``snakemake --cores N``) and prints:
   of 309.2 s observations), wall and CPU, and the ratios to the 309.2 s
   cadence (wall / 309.2; CPU / (cores x 309.2));
 - bytes kept per observation (MS, calibrated MS, images, photometry);
-- accuracy: for every simulated source above 20 sigma in a target image,
-  forced-photometry flux / true flux at the image frequency (S_1.4 (nu/1.4
-  GHz)^alpha), median and spread, and each image's rms / thermal and grade.
+- accuracy, per image (the calibrator transit's and the targets'): for every
+  simulated source above 20 sigma in forced photometry, flux / true flux at
+  the image frequency (S_1.4 (nu/1.4 GHz)^alpha; Perley-Butler 2017 for the
+  standards): median, spread, worst and the number outside 2%; the pulls
+  (flux - truth) / error; the offset of a Gaussian of the restoring beam's
+  shape fitted in the image from the true position, in beams (median,
+  worst, the number over 0.1); rms / thermal, grade and the number of
+  new-source candidates; then every source outside 2% or 0.1 beam.
 
 The load of the machine is printed with the figures. ``--report-only``
-re-reads an earlier run in ``--workdir``. The workdir is kept (it is large:
+re-reads an earlier run in ``--workdir``, also one that failed part-way
+(it reports the products that exist). The workdir is kept (it is large:
 ~2.7 GB of raw data per observation).
 """
 
@@ -121,30 +127,122 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def accuracy(results: Path, truth_dir: Path, targets: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def true_flux(sky: pd.DataFrame, freq_hz: float) -> pd.Series:
+    """Each truth source's flux at ``freq_hz``: a power law, Perley-Butler 2017 for the flux standards
+    (the simulator's own spectra, :func:`dsa110_contimg.calibration.standards.spectra`)."""
+    from dsa110_contimg.calibration import standards
+
+    std = [n if k == "calibrator" and standards.is_standard(n) else "" for n, k in zip(sky.index, sky["kind"],
+                                                                                         strict=True)]
+    table = sky.reset_index().assign(flux_standard=std)
+    return pd.Series(standards.spectra(table, np.array([freq_hz]))[:, 0], index=sky.index)
+
+
+def _fit_position(image: np.ndarray, x: float, y: float, beam_pix: tuple[float, float, float], half: int = 6):
+    """Peak position (x, y pixels) of a point source near (x, y): a Gaussian of the restoring beam's
+    shape (sigma_major, sigma_minor pixels, PA rad from +y towards -x) with free amplitude, centre
+    and background, fitted to a (2 half + 1)^2 cutout; None when the cutout leaves the image or the fit fails."""
+    from scipy.optimize import curve_fit
+
+    ix, iy = int(round(x)), int(round(y))
+    if not (half <= ix < image.shape[1] - half and half <= iy < image.shape[0] - half):
+        return None
+    cut = np.asarray(image[iy - half:iy + half + 1, ix - half:ix + half + 1], float)
+    if not np.all(np.isfinite(cut)):
+        return None
+    yy, xx = np.mgrid[-half:half + 1, -half:half + 1].astype(float)
+    smaj, smin, pa = beam_pix
+    c, s = np.cos(pa), np.sin(pa)
+
+    def model(_, amp, x0, y0, bg):
+        dx, dy = xx - x0, yy - y0
+        along = -dx * s + dy * c  # along the major axis (PA from north through east; east is -x)
+        across = dx * c + dy * s
+        return (amp * np.exp(-0.5 * ((along / smaj) ** 2 + (across / smin) ** 2)) + bg).ravel()
+
+    j, i = np.unravel_index(np.argmax(cut), cut.shape)
+    try:
+        p, _ = curve_fit(model, None, cut.ravel(), p0=[cut.max(), i - half, j - half, 0.0])
+    except (RuntimeError, ValueError):
+        return None
+    if abs(p[1]) > half or abs(p[2]) > half:
+        return None
+    return ix + p[1], iy + p[2]
+
+
+def accuracy(results: Path, truth_dir: Path, groups: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per imaged observation (``groups``: group -> role) the image QA and, for every truth source above
+    20 sigma in its forced photometry, flux / truth, pull and the fitted position's offset from truth.
+
+    Returns (per source, per image); reads whatever products exist, so a partly failed run reports
+    what it made.
+    """
     from astropy.io import fits
+    from astropy.wcs import WCS
+
+    from dsa110_contimg.photometry.forced import Flag
 
     sky = pd.read_csv(truth_dir / "sky.csv").set_index("name")
     rows, images = [], []
-    for g in targets:
-        sidecar = results / "images" / f"{g}.image.fits.json"
-        if not sidecar.exists():
+    for g, role in groups.items():
+        path = results / "images" / f"{g}.image.fits"
+        sidecar = Path(f"{path}.json")
+        if not (path.exists() and sidecar.exists()):
             continue
         qa = json.loads(sidecar.read_text())["qa"]
-        freq = fits.getheader(results / "images" / f"{g}.image.fits").get("FREQ", 1.4e9)
-        images.append({"group": g, "rms_mjy": qa["rms_jy"] * 1e3, "rms_over_thermal": qa["rms_over_thermal"],
-                       "grade": qa["grade"], "imsize": qa["imsize"], "cell_arcsec": qa["cell_arcsec"],
-                       "n_sources_5sigma": qa["n_sources_5sigma"]})
+        beam_arcsec = float(np.sqrt(qa["beam_major_arcsec"] * qa["beam_minor_arcsec"]))
+        new = results / "photometry" / f"{g}.new_sources.csv"
+        info = {"group": g, "role": role, "rms_mjy": qa["rms_jy"] * 1e3, "rms_over_thermal": qa["rms_over_thermal"],
+                "grade": qa["grade"], "beam_arcsec": beam_arcsec,
+                "new_candidates": len(pd.read_csv(new)) if new.exists() else np.nan}
+        images.append(info)
         phot = results / "photometry" / f"{g}.parquet"
         if not phot.exists():
             continue
         p = pd.read_parquet(phot)
-        p = p[(p["flags"] == 0) & (p["snr"] > 20) & p["source"].isin(sky.index)]
-        s = sky.loc[p.source]
-        true = s.flux_jy.to_numpy() * (freq / 1.4e9) ** s.spectral_index.to_numpy()
-        for (_, r), t in zip(p.iterrows(), true, strict=True):
-            rows.append({"group": g, "source": r.source, "pb": r.pb, "snr": r.snr, "ratio": r.flux_jy / t})
+        # The image's grade flags every measurement on it; judge the measurements by their own flags.
+        own = p["flags"].astype(int) & ~int(Flag.MARGINAL_IMAGE | Flag.BAD_IMAGE)
+        p = p[(own == 0) & (p["snr"] > 20) & p["source"].isin(sky.index)]
+        true = true_flux(sky, float(qa["freq_hz"])).loc[p.source].to_numpy()
+        with fits.open(path, memmap=True) as hdul:
+            header = hdul[0].header
+            wcs = WCS(header).celestial
+            data = hdul[0].data
+            image = data.reshape(data.shape[-2:])
+            cell = abs(float(header["CDELT2"])) * 3600
+            fwhm_to_sigma = 1 / np.sqrt(8 * np.log(2))
+            beam_pix = (float(header["BMAJ"]) * 3600 / cell * fwhm_to_sigma,
+                        float(header["BMIN"]) * 3600 / cell * fwhm_to_sigma, np.radians(float(header["BPA"])))
+            xs, ys = wcs.world_to_pixel_values(sky.loc[p.source, "ra_deg"].to_numpy(float),
+                                               sky.loc[p.source, "dec_deg"].to_numpy(float))
+            for (_, r), t, x, y in zip(p.iterrows(), true, xs, ys, strict=True):
+                fit = _fit_position(image, x, y, beam_pix)
+                offset = np.hypot(fit[0] - x, fit[1] - y) * cell if fit else np.nan
+                rows.append({"group": g, "source": r.source, "pb": r.pb, "snr": r.snr, "ratio": r.flux_jy / t,
+                             "pull": (r.flux_jy - t) / r.flux_err_jy, "offset_arcsec": offset,
+                             "offset_beam": offset / beam_arcsec})
     return pd.DataFrame(rows), pd.DataFrame(images)
+
+
+def accuracy_summary(fluxes: pd.DataFrame, images: pd.DataFrame, tolerance: float = 0.02,
+                     max_offset_beam: float = 0.1) -> pd.DataFrame:
+    """One row per image: the acceptance figures (sources > 20 sigma within ``tolerance`` of truth and
+    ``max_offset_beam`` of their true position; rms / thermal; new-source candidates)."""
+    out = []
+    for info in images.to_dict("records"):
+        f = fluxes[fluxes.group == info["group"]] if not fluxes.empty else fluxes
+        row = {k: info[k] for k in ("group", "role", "rms_over_thermal", "grade", "new_candidates")}
+        if len(f):
+            dev = f.ratio - 1
+            row.update(n_20sigma=len(f), ratio_median=f.ratio.median(), ratio_std=f.ratio.std(),
+                       ratio_worst=f.ratio.iloc[int(np.argmax(np.abs(dev)))],
+                       n_outside_2pct=int((np.abs(dev) > tolerance).sum()), pull_median=f.pull.median(),
+                       pull_std=f.pull.std(), offset_median_beam=f.offset_beam.median(),
+                       offset_worst_beam=f.offset_beam.max(),
+                       n_offset_over=int((f.offset_beam > max_offset_beam).sum()),
+                       n_position_fit_failed=int(f.offset_beam.isna().sum()))
+        out.append(row)
+    return pd.DataFrame(out)
 
 
 def raw_bytes(raw_dir: Path, group: str, tolerance_s: float) -> int:
@@ -163,26 +261,86 @@ def raw_bytes(raw_dir: Path, group: str, tolerance_s: float) -> int:
     return total
 
 
+def _groups(results: Path, table: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(every observation, the calibrator transits): from the products on disk and the benchmark files,
+    so a run that failed part-way still lists what it made."""
+    found = {p.name.removesuffix(".ms") for p in (results / "ms").glob("*.ms")}
+    found |= {p.name.removesuffix(".image.fits") for p in (results / "images").glob("*.image.fits")}
+    calgroups = {p.name for p in (results / "caltables").glob("*") if p.is_dir()}
+    if not table.empty:
+        found |= set(table[table.rule == "convert"].job)
+        calgroups |= set(table[table.rule == "solve_calibration"].job)
+    return sorted(found), sorted(calgroups)
+
+
 def report(work: Path, config_path: Path, cores: int) -> None:
     import yaml
 
     from dsa110_contimg.config import validate_config
 
+    if not config_path.exists():
+        print(f"{config_path}: no config: nothing to report")
+        return
     config = validate_config(yaml.safe_load(config_path.read_text()))
     results = Path(config["results_dir"])
-    table = rule_table(results)
+    table = rule_table(results) if (results / "benchmarks").exists() else pd.DataFrame()
+    groups, calgroups = _groups(results, table)
+    targets = [g for g in groups if g not in calgroups and (results / "images" / f"{g}.image.fits").exists()]
     if table.empty:
-        print("no benchmark files: nothing ran")
-        return
+        print("no benchmark files: no timings (reporting the products that exist)")
+    else:
+        _timings(table, config, cores, targets, calgroups)
+    if groups:
+        _kept(results, config, groups)
+    roles = {g: "calibrator" if g in calgroups else "target" for g in groups}
+    _check_truth(work / "truth")
+    fluxes, images = accuracy(results, work / "truth", roles)
+    if not images.empty:
+        print("\nimages:\n" + images.round(3).to_string(index=False))
+        summary = accuracy_summary(fluxes, images)
+        print("\naccuracy per image (sources above 20 sigma in forced photometry, no flag but the image's grade; "
+              "flux / truth at the "
+              "image frequency; pull = (flux - truth) / error; offset of a beam-shaped Gaussian fit from the true "
+              "position, in restoring beams (sqrt(bmaj bmin)); new = new-source candidates):")
+        print(summary.round(4).to_string(index=False))
+        if not fluxes.empty:
+            bad = fluxes[((fluxes.ratio - 1).abs() > 0.02) | (fluxes.offset_beam > 0.1) | fluxes.offset_beam.isna()]
+            if len(bad):
+                print(f"\nsources outside 2% or 0.1 beam ({len(bad)}):\n" + bad.round(4).to_string(index=False))
+    else:
+        print("no image sidecars: no accuracy figures")
+    run_file = work / "run.json"
+    if run_file.exists():
+        r = json.loads(run_file.read_text())
+        n = max(1, len(groups))
+        print(f"\nworkflow: wall {r['wall_s']:.0f} s, CPU {r['cpu_s']:.0f} s (every process, all rules incl. solve, "
+              f"mosaics, report) for {len(groups)} observations with --cores {cores}: CPU {r['cpu_s'] / n:.0f} "
+              f"s per observation; load after the run {tuple(round(x, 1) for x in r['load_after'])}; "
+              f"snakemake exit {r.get('exit')}")
+    print(f"machine load (1/5/15 min) now: {os.getloadavg()}")
+
+
+def _check_truth(truth_dir: Path) -> None:
+    """Warn when the truth's flux standards are not at their Perley-Butler 2017 flux (data simulated by an
+    older simulator): the pipeline sets its flux scale from Perley-Butler, so every ratio moves by as much."""
+    from dsa110_contimg.calibration import standards
+
+    sky = pd.read_csv(truth_dir / "sky.csv")
+    for row in sky[sky["kind"] == "calibrator"].itertuples():
+        if standards.is_standard(row.name):
+            pb = float(standards.flux_density(row.name, 1.4e9))
+            if abs(row.flux_jy / pb - 1) > 0.005:
+                print(f"WARNING: {truth_dir / 'sky.csv'}: flux standard {row.name} is {row.flux_jy:.3f} Jy at 1.4 GHz, "
+                      f"Perley-Butler 2017 gives {pb:.3f}: the pipeline's flux scale is Perley-Butler's, so every "
+                      f"flux / truth below is {pb / row.flux_jy:.4f} x too high (data from an older simulator)")
+
+
+def _timings(table: pd.DataFrame, config: dict, cores: int, targets: list[str], calgroups: list[str]) -> None:
     per_rule = table.groupby("rule").agg(jobs=("job", "size"), wall_s=("wall_s", "mean"), cpu_s=("cpu_s", "mean"),
                                          peak_mb=("peak_mb", "max"), written_mb=("written_mb", "mean"),
                                          load=("load", "mean"))
     print("\nper rule (mean per job; peak memory the largest):")
     print(per_rule.round(1).to_string())
-    groups = sorted(table[table.rule == "convert"].job)
-    calgroups = sorted(table[table.rule == "solve_calibration"].job)
-    imaged = set(table[table.rule == "image"].job)
-    targets = [g for g in groups if g not in calgroups and g in imaged]
     served = 2 * config["calibration"]["max_separation_h"] * 3600 / CADENCE_S
     per_obs = table[table.rule.isin(PER_OBS_RULES) & table.job.isin(targets)].groupby("job")[["wall_s", "cpu_s"]].sum()
     solve = table[table.rule == "solve_calibration"][["wall_s", "cpu_s"]].mean()
@@ -198,6 +356,9 @@ def report(work: Path, config_path: Path, cores: int) -> None:
             if len(sub):
                 print(f"  {rule:18s} wall {sub.wall_s.mean():6.1f} s  CPU {sub.cpu_s.mean():6.1f} s  "
                       f"peak {sub.peak_mb.max() / 1024:.2f} GB  written {sub.written_mb.mean() / 1024:.2f} GB")
+
+
+def _kept(results: Path, config: dict, groups: list[str]) -> None:
     kept = {
         "ms": np.mean([_size(results / "ms" / f"{g}.ms") for g in groups]),
         "calibrated": np.mean([_size(results / "calibrated" / f"{g}.ms") for g in groups]),
@@ -205,23 +366,10 @@ def report(work: Path, config_path: Path, cores: int) -> None:
         "photometry": np.mean([sum(_size(f) for f in (results / "photometry").glob(f"{g}*")) for g in groups]),
     }
     print("bytes kept per observation: " + ", ".join(f"{k} {v / 1e9:.3f} GB" for k, v in kept.items()))
-    raw = np.mean([raw_bytes(Path(config["raw_dir"]), g, config["grouping"]["tolerance_s"]) for g in groups])
-    print(f"  raw per observation {raw / 1e9:.2f} GB")
-    fluxes, images = accuracy(results, work / "truth", targets)
-    if not images.empty:
-        print("\nimages of the targets:\n" + images.round(3).to_string(index=False))
-    if not fluxes.empty:
-        r = fluxes.ratio
-        print(f"\nflux / truth, {len(r)} measurements above 20 sigma: median {r.median():.4f}, "
-              f"mean {r.mean():.4f}, std {r.std():.4f}, min {r.min():.4f}, max {r.max():.4f}")
-        print(fluxes.round(3).to_string(index=False))
-    run_file = work / "run.json"
-    if run_file.exists():
-        r = json.loads(run_file.read_text())
-        print(f"\nworkflow: wall {r['wall_s']:.0f} s, CPU {r['cpu_s']:.0f} s (every process, all rules incl. solve, "
-              f"mosaics, report) for {len(groups)} observations with --cores {cores}: CPU {r['cpu_s'] / len(groups):.0f} "
-              f"s per observation; load after the run {tuple(round(x, 1) for x in r['load_after'])}")
-    print(f"machine load (1/5/15 min) now: {os.getloadavg()}")
+    raw_dir = Path(config["raw_dir"])
+    if raw_dir.exists():
+        raw = np.mean([raw_bytes(raw_dir, g, config["grouping"]["tolerance_s"]) for g in groups])
+        print(f"  raw per observation {raw / 1e9:.2f} GB")
 
 
 def main(argv=None) -> int:

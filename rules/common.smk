@@ -74,10 +74,12 @@ def subband_files(wildcards):
 
 
 def calibration_inputs(wildcards):
-    """The group's MS and its candidate caltables, nearest first."""
+    """The group's MS, its candidate caltables (nearest first) and the flux-standard
+    solutions a secondary candidate's flux bootstrap reads."""
     return {
         "ms": naming.product_path(RESULTS, "ms", wildcards.group),
         "caltables": PLAN.caltables_for(wildcards.group),
+        "flux_references": PLAN.flux_references_for(wildcards.group),
     }
 
 

@@ -126,3 +126,19 @@ def test_gain_epoch_after_the_start_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match="gain_epoch"):
         simulate_span(tmp_path / "raw", replace(OPTS, gain_epoch=OPTS.start.replace(year=2026)), tmp_path / "truth")
+
+
+def test_a_secondary_candidate_waits_for_the_runs_flux_standards():
+    """The plan declares the run's flux-standard solutions within bootstrap_max_separation_h of a
+    secondary candidate as inputs of the group's apply_calibration (so its bootstrap can read them)."""
+    from dsa110_contimg.calibration.plan import CalibrationPlan, flux_references
+
+    secondary, other, near, far = ("2025-06-16T01:00:00", "2025-06-16T02:00:00", "2025-06-16T03:44:10",
+                                   "2025-06-16T12:00:00")
+    plan = CalibrationPlan(calgroups={secondary: "J1400+6210", other: "3C147", near: "3C286", far: "3C48"},
+                           candidates={"a": [secondary], "b": [near], "c": [other, secondary]})
+    assert flux_references(plan, "a", 6.0) == [other, near]  # 1 h and 2.7 h away; 3C48 11 h away is not
+    assert flux_references(plan, "a", 12.0) == [other, near, far]
+    assert flux_references(plan, "b", 6.0) == []  # a standard candidate needs no bootstrap
+    assert flux_references(plan, "c", 6.0) == [near]  # its own candidates are inputs already
+    assert flux_references(plan, "nobody", 6.0) == []

@@ -39,3 +39,8 @@ def test_transit_and_target_through_the_rules_with_sky_model_and_selfcal(tmp_pat
     assert sc["status"] == "ok" and sc["n_components"] >= 1 and sc["rounds"]
     assert {"rms_before", "rms_after", "accepted", "reason"} <= set(sc["rounds"][0])
     assert sc["rms_end"] <= sc["rms_start"]
+    # 3C286, ~1.1 deg from the target's pointing, subtracted through the beam and put back (in the field).
+    sub = qa["subtract"]
+    assert sub["status"] == "ok", sub
+    (c286,) = [s for s in sub["sources"] if s["name"] == "3C286"]
+    assert c286["restored"] and abs(c286["flux_factor"] - 1) < 0.05, c286

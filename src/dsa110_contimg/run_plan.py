@@ -86,6 +86,13 @@ class RunPlan:
         return [naming.product_path(self.results, "caltable", c)
                 for c in self.calibration.candidates.get(group_id, [])]
 
+    def flux_references_for(self, group_id: str) -> list[str]:
+        """Flux-standard solutions of this run the group's flux bootstrap may read
+        (:func:`dsa110_contimg.calibration.plan.flux_references`)."""
+        refs = calplan.flux_references(self.calibration, group_id,
+                                       self.config["calibration"]["bootstrap_max_separation_h"])
+        return [naming.product_path(self.results, "caltable", c) for c in refs]
+
     def calibration_problem(self, group_id: str) -> str | None:
         return self.calibration.problems.get(group_id)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.time import Time
 
+from dsa110_contimg.calibration import standards
 from dsa110_contimg.calibration.calibrators import load_calibrators
 from dsa110_contimg.calibration.transits import (
     CalInfo,
@@ -78,6 +79,28 @@ def plan_calibration(group_ids: Iterable[str], dec_deg: float, cfg: Mapping) -> 
                 f"{', '.join(sorted(set(calgroups.values()))) or 'none in this span'})"
             )
     return CalibrationPlan(calgroups, candidates, problems)
+
+
+def flux_references(plan: CalibrationPlan, group_id: str, max_separation_h: float) -> list[str]:
+    """The flux-standard transits of ``plan`` whose solutions the flux bootstrap of ``group_id`` may read.
+
+    When a candidate of ``group_id`` is a secondary calibrator, rule
+    apply_calibration bootstraps its flux from the passing flux-standard
+    solution nearest in time (:mod:`.bootstrap`), reading its sidecar: those
+    solutions of this run within ``max_separation_h`` of a secondary candidate
+    (config calibration.bootstrap_max_separation_h) are its inputs, so the job
+    waits for them; nearest first, the group's own candidates left out (they are
+    inputs already). Solutions of earlier runs are read from the caltables
+    folder as they are.
+    """
+    cands = plan.candidates.get(group_id, [])
+    secondaries = [c for c in cands if c in plan.calgroups and not standards.is_standard(plan.calgroups[c])]
+    if not secondaries:
+        return []
+    starts = group_start_jd(plan.calgroups)
+    gap = {s: min(abs(starts[s] - starts[c]) * 24 for c in secondaries)
+           for s, name in plan.calgroups.items() if standards.is_standard(name) and s not in cands}
+    return sorted((s for s, h in gap.items() if h <= max_separation_h), key=lambda s: (gap[s], s))
 
 
 def pick(group: str, dec_deg: float, candidates: Mapping[str, Mapping], cfg: Mapping) -> Choice:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .. import provenance
-from ..calibration import bootstrap, flagging, fluxmon
+from ..calibration import bootstrap, flagging, fluxmon, subtract
 from ..calibration import caltables as calibration
 from ..calibration import plan as calplan
 from ..calibration.calibrators import load_calibrators
@@ -78,13 +78,17 @@ def apply_calibration(
     config: Mapping[str, Any],
     problem: str | None = None,
     log: str | None = None,
+    flux_references: Sequence[str] = (),
 ) -> dict:
     """Rule ``apply_calibration``: MS + the nearest passing calibration (flux scale
     bootstrapped from a standard when its calibrator is a secondary) -> calibrated
-    MS, then self-calibrated against the field's sky model (config calibration.selfcal).
+    MS, then self-calibrated against the field's sky model (config calibration.selfcal), then its
+    bright sources subtracted (config calibration.subtract).
 
     ``caltables`` are the candidate calibrations in order of preference (from
-    the parse-time plan); ``problem`` is the plan's reason when there are none.
+    the parse-time plan); ``problem`` is the plan's reason when there are none;
+    ``flux_references`` the flux-standard solutions of the run a secondary's flux
+    bootstrap may use (the plan's, so the job waits for them).
     """
     cfg = config["calibration"]
     with stage_run("apply_calibration", config, {"group": group}, log) as run:
@@ -110,13 +114,17 @@ def apply_calibration(
                         100 * plan.residual, 100 * plan.budget, 100 * plan.native_loss)
         scaled = Path(f"{calibrated}.fluxscaled")
         try:
-            use, flux_record = _bootstrapped(caldir, candidates, choice.calgroup, dec, scaled, cfg, run.logger)
+            references = {Path(p).name: provenance.read_sidecar(provenance.sidecar_path(p))["qa"]
+                          for p in flux_references}
+            use, flux_record = _bootstrapped(caldir, candidates, choice.calgroup, dec, scaled, cfg, run.logger,
+                                             references)
             with run.output(calibrated) as tmp:
                 qa = calibration.apply(ms, use, str(tmp), width=plan.channels, timebin=plan.integrations,
                                        log=run.logger)
                 # RFI flags of the target itself (on this job's own output), before self-calibration.
                 qa.update(flagging.flag_rfi(str(tmp), flagging.FlagOptions(**cfg["target_rfi"]), log=run.logger))
                 qa["selfcal"] = _selfcal(str(tmp), config, run.logger)
+                qa["subtract"] = _subtract(str(tmp), config, run.logger)
         finally:
             shutil.rmtree(scaled, ignore_errors=True)
         qa.update(caltable=choice.calgroup, separation_h=choice.separation_h, warning=choice.warning,
@@ -140,13 +148,28 @@ def _selfcal(ms: str, config: Mapping[str, Any], logger) -> dict:
     return selfcal(ms, model, info.pointing_dec_app, SelfcalOptions.from_config(cfg), log=logger)
 
 
+def _subtract(ms: str, config: Mapping[str, Any], logger) -> dict:
+    """Subtract the bright sources of the field from this job's own MS (config calibration.subtract)."""
+    opts = subtract.SubtractOptions.from_config(config)
+    if not opts.enabled:
+        return {"status": "off"}
+    catalogue = CatalogueOptions.from_config(config)
+    if not catalogue.path:
+        logger.warning("bright-source subtraction skipped: no reference catalogue (catalogue.path)")
+        return {"status": "skipped", "reason": "no catalogue.path"}
+    info = calibration.read_ms_info(ms)
+    sources = subtract.choose(load_catalogue(catalogue), info.times_jd, info.pointing_dec_app, opts)
+    return subtract.subtract(ms, sources, info.pointing_dec_app, opts, log=logger)
+
+
 def _bootstrapped(caldir: Path, candidates: dict, chosen: str, dec: float, scaled: Path, cfg: Mapping[str, Any],
-                  logger):
+                  logger, references: Mapping[str, Mapping] | None = None):
     """The tables to apply and the flux-scale record (:mod:`..calibration.bootstrap`).
 
     A secondary's gains are rescaled to a passing flux-standard solution: the
     first at this declination among the candidates, else the one whose transit
-    is nearest in time, at any declination, among every solution in the
+    is nearest in time, at any declination, among the run's flux-standard
+    solutions (``references``, declared inputs) and every solution in the
     caltables folder (earlier runs and pointings included), at most
     ``calibration.bootstrap_max_separation_h`` away; used when the transfer's
     uncertainty is at most ``bootstrap_max_error``. Otherwise the model's own
@@ -158,7 +181,7 @@ def _bootstrapped(caldir: Path, candidates: dict, chosen: str, dec: float, scale
         return caldir, {"calibrator": qa.get("calibrator"), "source": "Perley-Butler 2017"}
     found = bootstrap.choose_standard(candidates, dec)
     if found is None and "transit_jd" in qa:
-        archive = bootstrap.archived_solutions(caldir.parent) | candidates
+        archive = bootstrap.archived_solutions(caldir.parent) | dict(references or {}) | candidates
         found = bootstrap.choose_standard(archive, dec, transit_jd=float(qa["transit_jd"]),
                                           max_separation_h=cfg["bootstrap_max_separation_h"])
     moved = bootstrap.transfer(qa, found[1]) if found else None

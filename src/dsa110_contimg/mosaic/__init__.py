@@ -67,12 +67,12 @@ BYTES_PER_OUTPUT_PIXEL = 18
 #: Bytes of working memory per input pixel while one image is added (image, beam,
 #: masks and the weighted planes), and per output pixel it is reprojected onto
 #: (the three reprojected planes and reproject's coordinate maps; bicubic
-#: interpolation needs more). Measured peaks (benchmarks: estimate): a full-size
-#: 5600^2 image at 3.1 arcsec onto 3 / 6 / 12 arcsec grids, 4063 / 1333 / 739 MB
-#: (4363 / 1950 / 1144; 6 arcsec bicubic); 10 images of 2048^2 onto an 8 arcsec grid, bicubic,
-#: 949 MB (992).
-BYTES_PER_INPUT_PIXEL = 24
-BYTES_PER_REPROJECTED_PIXEL = {"bilinear": 96, "bicubic": 112}
+#: interpolation needs more). Measured peaks (estimate): a full-size 5600^2 image at
+#: 3.1 arcsec onto 3 / 6 (bicubic) / 12 arcsec grids, 4063 / 1333 / 739 MB (5285 /
+#: 2316 / 1415); 10 images of 2048^2 onto an 8 arcsec grid, bicubic, 949 MB (1088);
+#: a 2400^2 image onto its own 3 arcsec grid, 833-966 MB from run to run (1090).
+BYTES_PER_INPUT_PIXEL = 32
+BYTES_PER_REPROJECTED_PIXEL = {"bilinear": 112, "bicubic": 128}
 #: Bytes of the Python process before any array (interpreter, numpy, astropy, reproject).
 BASE_MEMORY_MB = 200
 #: Widest grid (deg from its centre to a corner) each projection is used for.

@@ -246,11 +246,11 @@ def test_plan_refuses_grids_too_wide_or_too_big(tmp_path):
 
 
 MEASURE_PEAK = """
-import json, resource, sys
+import json, sys
 from dsa110_contimg.mosaic import build, plan
 p = plan.Plan.read(sys.argv[1])
 build.build(p, {k: f"{sys.argv[2]}/{k}.fits" for k in ("mosaic", "mosaic_noise", "mosaic_weights")})
-print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+print(json.dumps(build.peak_rss_mb()))
 """
 
 

@@ -70,7 +70,7 @@ BYTES_PER_OUTPUT_PIXEL = 18
 #: interpolation needs more). Measured peaks (estimate): a full-size 5600^2 image at
 #: 3.1 arcsec onto 3 / 6 (bicubic) / 12 arcsec grids, 4063 / 1333 / 739 MB (5285 /
 #: 2316 / 1415); 10 images of 2048^2 onto an 8 arcsec grid, bicubic, 949 MB (1088);
-#: a 2400^2 image onto its own 3 arcsec grid, 833-966 MB from run to run (1090).
+#: a 2400^2 image onto its own 3 arcsec grid, 833 MB (1090; tests/test_mosaic.py).
 BYTES_PER_INPUT_PIXEL = 32
 BYTES_PER_REPROJECTED_PIXEL = {"bilinear": 112, "bicubic": 128}
 #: Bytes of the Python process before any array (interpreter, numpy, astropy, reproject).

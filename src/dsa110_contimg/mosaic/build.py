@@ -139,7 +139,19 @@ def add_image(sums: Sums, out_wcs, entry: ImageEntry, pb_cutoff: float, interpol
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MB)."""
+    """Peak resident memory of this process so far (MB).
+
+    Linux's VmHWM: ru_maxrss also counts the parent's memory this process
+    inherited at fork before its exec (a job started by a large snakemake or
+    pytest would report the parent's size). Elsewhere, ru_maxrss.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

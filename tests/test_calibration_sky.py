@@ -196,9 +196,9 @@ def test_faint_calibrator_bandpass_is_smoothed_by_the_predicted_snr_rule(tmp_pat
     assert per_channel["bandpass_scatter"] == pytest.approx(1 / snr, rel=0.3)
     assert smoothed["window_channels"] >= 5 and smoothed["window_hz"] <= 10e6
     assert smoothed["bandpass_scatter"] < 0.6 * per_channel["bandpass_scatter"]
-    # Measured: 2.2% / 1.85 deg per channel, 0.97% / 1.15 deg smoothed over 13 channels (9.5 MHz). The
-    # phase is relative to the reference antenna (whose own bandpass noise counts twice); ~0.9 deg of
-    # it is neither bandpass noise nor the 60 s gain interval (per-integration gains do no better).
+    # Measured: 2.2% / 1.65 deg per channel, 0.97% / 0.78 deg smoothed over 13 channels (9.5 MHz); the
+    # phase is relative to the reference antenna (whose own bandpass noise counts twice). Before the
+    # model held the annual aberration (geometry.ms_direction_cosines) it was 1.85 / 1.15 deg.
     assert smoothed["amp_rms"] < 0.6 * per_channel["amp_rms"] and smoothed["amp_rms"] < 0.012
     assert smoothed["phase_rms"] < 0.7 * per_channel["phase_rms"] and smoothed["phase_rms"] < 1.5
     assert abs(smoothed["median_amp"]) < 0.01

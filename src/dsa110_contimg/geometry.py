@@ -117,3 +117,23 @@ def frame_position_angle(jd, app_ra, app_dec) -> np.ndarray:
         telescope_loc=_site(),
         ref_frame="icrs",
     )
+
+
+def ms_direction_cosines(jd: float, ra, dec, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(l, m, n) of ICRS (ra, dec) as a converted MS's data see them at ``jd``, phase centre (ra0, dec0).
+
+    The correlator sees the apparent sky, aberrated by the Earth's ~30 km/s:
+    offsets from the phase centre are scaled by ``1 - v.s/c`` (up to 1e-4,
+    0.36" at 1 deg) on top of precession and nutation. The MS's uvw are the
+    apparent ones rotated about w by the frame position angle (``raw.convert``),
+    which undoes the rotation but not the scale, so ICRS direction cosines
+    (:func:`direction_cosines`) put a source off-centre by up to ~0.4" in the
+    data's geometry. These are the apparent offsets rotated the same way; the
+    aberration changes by ~1e-9 in an observation, so one ``jd`` serves it.
+    """
+    jd = float(jd)
+    app_ra, app_dec = icrs_to_apparent(jd, ra, dec)
+    c_ra, c_dec = icrs_to_apparent(jd, ra0, dec0)
+    ell, m, n = direction_cosines(app_ra, app_dec, c_ra, c_dec)
+    pa = float(frame_position_angle(np.array([jd]), np.atleast_1d(c_ra), np.atleast_1d(c_dec))[0])
+    return ell * np.cos(pa) - m * np.sin(pa), ell * np.sin(pa) + m * np.cos(pa), n

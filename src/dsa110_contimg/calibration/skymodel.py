@@ -17,7 +17,9 @@ integration and channel (the sky drifts ~1.1 deg through the beam in one
 observation), predicted exactly into MODEL_DATA:
 ``V = sum_s S_s(f) B_s(t, f) exp(-2 pi i (u l + v m + w (n - 1)) f / c)``
 in the MS's J2000 frame (CASA's sign; ``tests/test_skymodel.py`` checks the
-prediction against CASA ``ft`` of a component list).
+prediction against CASA ``ft`` of a component list), with (l, m, n) the
+sources' apparent (aberrated) offsets as the data hold them
+(:func:`..geometry.ms_direction_cosines`; CASA ``ft`` leaves the aberration out).
 """
 
 from __future__ import annotations
@@ -170,13 +172,13 @@ def write_model(ms: str, model: pd.DataFrame, pointing_dec_app: float, beam_on: 
     if not has_model:
         cta.clearcal(vis=ms, addmodel=True)
     ra, dec = np.radians(model.ra_deg.to_numpy(float)), np.radians(model.dec_deg.to_numpy(float))
-    lmn = np.column_stack(geometry.direction_cosines(ra, dec, ra0, dec0))
     spectra = standards.spectra(model, freq)  # (Nsrc, Nf)
     tb.open(ms, nomodify=False)
     try:
         time_s = tb.getcol("TIME")
         times = np.unique(time_s)
         times_jd = times / 86400.0 + 2400000.5
+        lmn = np.column_stack(geometry.ms_direction_cosines(times_jd.mean(), ra, dec, ra0, dec0))
         pb = (beam_track(times_jd, pointing_dec_app, ra, dec, freq) if beam_on
               else np.ones((len(model), times.size, freq.size)))
         amp = spectra[:, None, :] * pb
@@ -213,7 +215,6 @@ def fit_scales(ms: str, model: pd.DataFrame, groups: list[np.ndarray], pointing_
     ra0, dec0, freq = meta.ra_rad, meta.dec_rad, meta.freq_hz
     tb = casa_env.casatools().table()
     ra, dec = np.radians(model.ra_deg.to_numpy(float)), np.radians(model.dec_deg.to_numpy(float))
-    lmn = np.column_stack(geometry.direction_cosines(ra, dec, ra0, dec0))
     spectra = standards.spectra(model, freq)
     k = len(groups)
     normal, rhs, dd, n_vis = np.zeros((k, k)), np.zeros(k), 0.0, 0
@@ -221,6 +222,7 @@ def fit_scales(ms: str, model: pd.DataFrame, groups: list[np.ndarray], pointing_
     try:
         time_s = tb.getcol("TIME")
         times = np.unique(time_s)
+        lmn = np.column_stack(geometry.ms_direction_cosines(times.mean() / 86400.0 + 2400000.5, ra, dec, ra0, dec0))
         amp = spectra[:, None, :] * beam_track(times / 86400.0 + 2400000.5, pointing_dec_app, ra, dec, freq)
         rows = tb.nrows()
         chunk = max(1, int(2e7 // max(1, freq.size * len(model))))

@@ -82,12 +82,13 @@ def subtract(ms: str, sources: pd.DataFrame, pointing_dec_app: float, opts: Subt
     meta = msmeta.read(ms)
     freq = meta.freq_hz
     ra, dec = np.radians(sources.ra_deg.to_numpy(float)), np.radians(sources.dec_deg.to_numpy(float))
-    lmn = np.column_stack(geometry.direction_cosines(ra, dec, meta.ra_rad, meta.dec_rad))
     tb = casa_env.casatools().table()
     tb.open(ms, nomodify=False)
     try:
         time_s = tb.getcol("TIME")
         times = np.unique(time_s)
+        lmn = np.column_stack(geometry.ms_direction_cosines(times.mean() / 86400.0 + 2400000.5, ra, dec,
+                                                            meta.ra_rad, meta.dec_rad))
         pb = skymodel.beam_track(times / 86400.0 + 2400000.5, pointing_dec_app, ra, dec, freq)  # (Nsrc, Nt, Nf)
         amp = scale[:, None, None] * standards.spectra(sources, freq)[:, None, :] * pb
         mean_beam = pb.mean(axis=(1, 2))

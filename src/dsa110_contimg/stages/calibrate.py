@@ -138,13 +138,12 @@ def _selfcal(ms: str, config: Mapping[str, Any], logger) -> dict:
     cfg = config["calibration"]
     if not cfg["selfcal"]["enabled"]:
         return {"status": "off"}
-    catalogue = CatalogueOptions.from_config(config)
-    if not catalogue.path:
-        logger.warning("selfcal skipped: no reference catalogue (catalogue.path) for the field's sky model")
+    field = _field(ms, config, "selfcal skipped: no reference catalogue (catalogue.path) for the field's sky model",
+                   logger)
+    if field is None:
         return {"status": "skipped", "reason": "no catalogue.path"}
-    info = calibration.read_ms_info(ms)
-    model = catalogue_sources(load_catalogue(catalogue), info.times_jd, info.pointing_dec_app,
-                              SkyModelOptions.from_config(cfg))
+    catalogue, info = field
+    model = catalogue_sources(catalogue, info.times_jd, info.pointing_dec_app, SkyModelOptions.from_config(cfg))
     return selfcal(ms, model, info.pointing_dec_app, SelfcalOptions.from_config(cfg), log=logger)
 
 
@@ -153,13 +152,22 @@ def _subtract(ms: str, config: Mapping[str, Any], logger) -> dict:
     opts = subtract.SubtractOptions.from_config(config)
     if not opts.enabled:
         return {"status": "off"}
+    field = _field(ms, config, "bright-source subtraction skipped: no reference catalogue (catalogue.path)", logger)
+    if field is None:
+        return {"status": "skipped", "reason": "no catalogue.path"}
+    catalogue, info = field
+    sources = subtract.choose(catalogue, info.times_jd, info.pointing_dec_app, opts)
+    return subtract.subtract(ms, sources, info.pointing_dec_app, opts, log=logger)
+
+
+def _field(ms: str, config: Mapping[str, Any], skipped: str, logger):
+    """(reference catalogue, MS info) for a step that models the field, or None (``skipped`` logged)
+    when no catalogue is configured."""
     catalogue = CatalogueOptions.from_config(config)
     if not catalogue.path:
-        logger.warning("bright-source subtraction skipped: no reference catalogue (catalogue.path)")
-        return {"status": "skipped", "reason": "no catalogue.path"}
-    info = calibration.read_ms_info(ms)
-    sources = subtract.choose(load_catalogue(catalogue), info.times_jd, info.pointing_dec_app, opts)
-    return subtract.subtract(ms, sources, info.pointing_dec_app, opts, log=logger)
+        logger.warning(skipped)
+        return None
+    return load_catalogue(catalogue), calibration.read_ms_info(ms)
 
 
 def _bootstrapped(caldir: Path, candidates: dict, chosen: str, dec: float, scaled: Path, cfg: Mapping[str, Any],

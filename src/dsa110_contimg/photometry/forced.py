@@ -161,7 +161,7 @@ class PhotometryOptions:
     """auto: the estimate is at least this."""
     systematic_cap: float = default("photometry.systematic.cap")
     """auto: the estimate is at most this."""
-    systematic_fallback: float = default("photometry.systematic.fallback_fraction")
+    systematic_fallback_fraction: float = default("photometry.systematic.fallback_fraction")
     """auto: the fraction used when an image has too few references."""
     sidelobe_fraction: float = default("photometry.sidelobe_fraction")
     """New sources: sidelobe level as a fraction of the brightest apparent flux nearby (see photometry.new_sources)."""
@@ -175,7 +175,7 @@ class PhotometryOptions:
         """From a validated pipeline config: section ``photometry`` plus ``imaging.pb_cutoff``."""
         section = dict(config["photometry"])
         auto = section.pop("systematic", {})
-        extra = {f"systematic_{'fallback' if k == 'fallback_fraction' else k}": v for k, v in auto.items()}
+        extra = {f"systematic_{k}": v for k, v in auto.items()}
         return options(cls, section, pb_cutoff=config["imaging"]["pb_cutoff"], **extra)
 
 
@@ -667,7 +667,7 @@ def systematic_for_image(flux, err_stat, catalogue_flux, snr, flags, opts: Photo
     return sysmod.estimate_systematic(np.asarray(flux)[ref], np.asarray(err_stat)[ref],
                                       np.asarray(catalogue_flux)[ref], floor=opts.systematic_floor,
                                       cap=opts.systematic_cap, min_sources=opts.systematic_min_sources,
-                                      fallback=opts.systematic_fallback)
+                                      fallback=opts.systematic_fallback_fraction)
 
 
 # --------------------------------------------------------- blind detection

@@ -422,12 +422,13 @@ def upsert_product(
         **file_state(reg.product),
         **own,
     }
-    if session.scalar(select(model.id).where(model.path == str(reg.product))) is None:
-        other = session.scalar(select(Product.kind).where(Product.path == str(reg.product)))
-        if other is not None:
-            raise reg.problem(
-                f"{reg.product} is registered as kind {other!r}, the sidecar says {reg.kind!r}"
-            )
+    # One statement: under PostgreSQL's READ COMMITTED two selects can straddle
+    # another job's commit of this very row and see a conflict that is not there.
+    other = session.scalar(select(Product.kind).where(Product.path == str(reg.product)))
+    if other is not None and other != model.__mapper__.polymorphic_identity:
+        raise reg.problem(
+            f"{reg.product} is registered as kind {other!r}, the sidecar says {reg.kind!r}"
+        )
     stamp = now()
     outcome, row = upsert(
         session, model, {"path": str(reg.product)}, values, {"registered_at": stamp, "updated_at": stamp}

@@ -233,11 +233,11 @@ def fit_scales(ms: str, model: pd.DataFrame, groups: list[np.ndarray], pointing_
             t_idx = np.searchsorted(times, time_s[start:start + n][cross])
             data = tb.getcol(column, start, n)[..., cross]  # (pol, chan, row)
             ok = ~tb.getcol("FLAG", start, n)[..., cross]
-            preds = [predict(uvw, t_idx, lmn[g], amp[g], freq).T[None] for g in groups]  # (1, chan, row)
-            for i in range(k):
-                rhs[i] += np.sum(np.real(data * np.conj(preds[i]))[ok])
-                for j in range(k):
-                    normal[i, j] += np.sum(np.real(preds[i] * np.conj(preds[j])) * ok)
+            preds = np.stack([predict(uvw, t_idx, lmn[g], amp[g], freq).T.ravel() for g in groups])  # (k, chan*row)
+            for pol in range(data.shape[0]):  # the normal matrix as one product (BLAS): k^2 sums
+                masked = preds * ok[pol].ravel()
+                normal += np.real(masked.conj() @ masked.T)
+                rhs += np.real(masked.conj() @ np.where(ok[pol], data[pol], 0).ravel())
             dd += np.sum(np.abs(data[ok]) ** 2)
             n_vis += int(ok.sum())
     finally:

@@ -88,12 +88,12 @@ def _config(results, **imaging_options):
     })
 
 
-def _image(obs, imager, results=None, averaged=None, **options):
+def _image(obs, imager, results=None, averaged=None, restore=None, **options):
     results = results or obs["results"] / imager
     config = _config(results, imager=imager, **options)
     outputs = outputs_for(results, GROUP)
     qa = image_stage(obs["ms"], outputs, GROUP, config, threads=2, mem_mb=4000,
-                     log=naming.log_path(results, "image", GROUP), averaged=averaged)
+                     log=naming.log_path(results, "image", GROUP), averaged=averaged, restore=restore)
     return {"qa": qa, "outputs": outputs, "config": config, "results": results}
 
 
@@ -497,3 +497,15 @@ def test_smearing_correction_restores_the_fluxes_of_averaged_data(field, field_i
     # corrected: within the model error, and at most half the uncorrected error
     assert np.all(np.abs(vs_full - 1) <= model_error * loss + 0.002)
     assert np.all(np.abs(vs_full[far] - 1) < 0.5 * np.abs(raw_vs_full[far] - 1))
+
+
+@pytest.mark.parametrize("imager", ["wsclean", "tclean"])
+def test_the_psf_sidelobe_envelope_is_recorded_from_the_whole_psf(faint_images, imager):
+    """Recorded before the PSF product is cropped: it reaches past the kept PSF, below the main lobe."""
+    run = faint_images[imager]
+    env, qa = run["qa"]["psf_envelope"], run["qa"]
+    kept = fits.getdata(run["outputs"]["psf"]).squeeze().shape[0] * qa["cell_arcsec"] / 2 / 60
+    assert env["edges_arcmin"][0] == pytest.approx(2 * qa["beam_major_arcsec"] / 60)
+    assert env["edges_arcmin"][-1] > kept
+    level = np.asarray(env["level"])
+    assert len(level) == len(env["edges_arcmin"]) - 1 and ((level > 0) & (level < 0.9)).all()

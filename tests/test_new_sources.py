@@ -11,7 +11,7 @@ from dsa110_contimg import naming
 from dsa110_contimg.config import validate_config
 from dsa110_contimg.photometry import catalogue as cat
 from dsa110_contimg.photometry import forced as ph
-from dsa110_contimg.photometry.new_sources import associate
+from dsa110_contimg.photometry.new_sources import associate, envelope_at, psf_envelope
 from dsa110_contimg.sim import variability as sv
 
 RA0, DEC0 = 150.0, 33.0
@@ -115,3 +115,35 @@ def test_fan_in_writes_the_candidates_of_all_epochs_by_position(tmp_path):
     summary = pd.read_csv(outs["new_source_summary"])
     assert qa["n_new_source_candidates"] == 2 and qa["n_new_source_single_epoch"] == 1
     assert sorted(summary.n_epochs) == [1, 3] and summary.single_epoch.sum() == 1
+
+
+def _ring_psf(n=901, cell=6.0):
+    """A PSF of a 30" main lobe and two sidelobe rings: 0.2 at 20' and 0.01 at 40'."""
+    yy, xx = np.indices((n, n)) - n // 2
+    r = np.hypot(xx, yy) * cell / 60  # arcmin
+    return (np.exp(-0.5 * (r * 60 / 12.7) ** 2) + 0.2 * np.exp(-0.5 * ((r - 20) / 0.3) ** 2)
+            + 0.01 * np.exp(-0.5 * ((r - 40) / 0.3) ** 2))
+
+
+def test_psf_envelope_follows_the_sidelobe_rings():
+    env = psf_envelope(_ring_psf(), 6.0, inner_arcsec=60.0)
+    at = envelope_at(env, np.array([10, 20, 30, 40]) / 60)
+    assert at[1] == pytest.approx(0.2, rel=0.15) and at[3] == pytest.approx(0.01, rel=0.3)
+    assert at[0] < 0.01 and at[2] < 0.01
+    assert envelope_at(env, np.array([5.0]))[0] == pytest.approx(env["level"][-1])  # beyond: the last level
+    assert (envelope_at(None, np.array([0.1, 1.0])) == 1).all()
+
+
+def test_an_artefact_on_a_far_sidelobe_of_a_bright_source_is_rejected_and_a_source_off_it_kept():
+    """22 mJy (0.15% of BRIGHT) 20' from it, on the PSF's 0.2 ring: beyond the near radius, rejected only
+    through the envelope; the same flux 30' from it, between the rings, is a candidate."""
+    ring = src("RING", -12 + 20, 4, 0.022)
+    off = src("OFF", -12, 4 - 30, 0.022)
+    sky = pd.concat([CATALOGUE, pd.DataFrame([ring, off])])
+    env = psf_envelope(_ring_psf(), 6.0, inner_arcsec=60.0)
+    new, _ = ph.find_new_sources(image(sky, 5), CATALOGUE, 60841.0, options(), envelope=env)
+    found = {(round(r.ra_deg, 2), round(r.dec_deg, 2)) for r in new.itertuples()}
+    assert (round(off["ra_deg"], 2), round(off["dec_deg"], 2)) in found
+    assert (round(ring["ra_deg"], 2), round(ring["dec_deg"], 2)) not in found
+    without, _ = ph.find_new_sources(image(sky, 5), CATALOGUE, 60841.0, options())
+    assert len(without) == 2  # no envelope: only the near term, which does not reach 20'

@@ -167,6 +167,10 @@ class PhotometryOptions:
     """New sources: sidelobe level as a fraction of the brightest apparent flux nearby (see photometry.new_sources)."""
     sidelobe_radius_arcmin: float = default("photometry.sidelobe_radius_arcmin")
     """New sources: bright sources this close set the local sidelobe level."""
+    sidelobe_psf_fraction: float = default("photometry.sidelobe_psf_fraction")
+    """New sources: the far sidelobe level as a fraction of apparent flux x the PSF's sidelobe envelope."""
+    sidelobe_psf_radius_arcmin: float = default("photometry.sidelobe_psf_radius_arcmin")
+    """New sources: bright sources this close set the far sidelobe level."""
     edge_margin_beams: float = default("photometry.edge_margin_beams")
     """New sources: candidates closer than this (beams) to the image edge or the primary-beam cut-off are rejected."""
 
@@ -724,13 +728,14 @@ NEW_SOURCE_COLUMNS = ("ra_deg", "dec_deg", "flux_jy", "flux_err_jy", "snr", "pea
 
 
 def find_new_sources(images: ImageSet, cat: pd.DataFrame, mjd: float, opts: PhotometryOptions = PhotometryOptions(),
-                     prep: Prepared | None = None) -> tuple[pd.DataFrame, int]:
+                     prep: Prepared | None = None, envelope: dict | None = None) -> tuple[pd.DataFrame, int]:
     """Blind detections above ``new_source_sigma`` with no catalogue source within the match radius.
 
     ``cat`` is the whole catalogue (no flux cut): a faint known source that
     brightens is a variable, not a new source. Returns (candidates, number of
     islands found in all, matched or not); ``candidates.attrs["rejected"]``
     counts the unmatched islands rejected as sidelobes or at edges.
+    ``envelope``: the image's PSF sidelobe envelope (:func:`.new_sources.psf_envelope`; None: 1 everywhere).
     """
     from scipy import ndimage
 
@@ -782,7 +787,8 @@ def find_new_sources(images: ImageSet, cat: pd.DataFrame, mjd: float, opts: Phot
         chord = 2 * np.sin(np.radians(radius / 3600) / 2)
         dist, _ = tree.query(unit(ra, dec), k=1, distance_upper_bound=chord)
         new = ~np.isfinite(dist)
-    vet = _vet(images, cat, opts, prep, region, np.asarray(ra), np.asarray(dec), cx, cy, peak_jy, peak_sigma)
+    vet = _vet(images, cat, opts, prep, region, np.asarray(ra), np.asarray(dec), cx, cy, peak_jy, peak_sigma,
+               envelope)
     sidelobe = new & ~vet["significant"]
     edge = new & vet["significant"] & ~vet["inside"]
     keep = np.flatnonzero(new & vet["significant"] & vet["inside"])
@@ -809,17 +815,17 @@ def find_new_sources(images: ImageSet, cat: pd.DataFrame, mjd: float, opts: Phot
 
 
 def _vet(images: ImageSet, cat: pd.DataFrame, opts: PhotometryOptions, prep: Prepared, region: np.ndarray,
-         ra, dec, cx, cy, peak_jy, peak_sigma) -> dict[str, np.ndarray]:
+         ra, dec, cx, cy, peak_jy, peak_sigma, envelope: dict | None = None) -> dict[str, np.ndarray]:
     """Sidelobe significance and edge distance of every island peak (see photometry.new_sources)."""
     from dsa110_contimg.photometry import new_sources as ns
 
     # Bright sources: the image's islands and the catalogue's sources (apparent flux), also just off the image.
     b_ra, b_dec, b_flux = [np.asarray(ra) % 360], [np.asarray(dec)], [peak_jy]
-    if len(cat) and opts.sidelobe_fraction > 0:
+    if len(cat) and (opts.sidelobe_fraction > 0 or opts.sidelobe_psf_fraction > 0):
         ny, nx = images.flux.shape
         with np.errstate(invalid="ignore"):
             x, y = images.wcs.all_world2pix(cat.ra_deg.to_numpy(float), cat.dec_deg.to_numpy(float), 0)
-        margin = opts.sidelobe_radius_arcmin / 60 / pixel_scale_deg(images.wcs)
+        margin = max(opts.sidelobe_radius_arcmin, opts.sidelobe_psf_radius_arcmin) / 60 / pixel_scale_deg(images.wcs)
         near = np.isfinite(x) & np.isfinite(y) & (x > -margin) & (x < nx + margin) & (y > -margin) & (y < ny + margin)
         if near.any():
             ix = np.clip(np.round(x[near]).astype(int), 0, nx - 1)
@@ -831,7 +837,8 @@ def _vet(images: ImageSet, cat: pd.DataFrame, opts: PhotometryOptions, prep: Pre
             b_flux.append(cat.flux_jy.to_numpy(float)[near] * pb)
     level = ns.sidelobe_level(np.asarray(ra) % 360, dec, np.concatenate(b_ra), np.concatenate(b_dec),
                               np.concatenate(b_flux), opts.sidelobe_fraction, opts.sidelobe_radius_arcmin / 60,
-                              images.beam.major_deg)
+                              images.beam.major_deg, envelope, opts.sidelobe_psf_fraction,
+                              opts.sidelobe_psf_radius_arcmin / 60)
     with np.errstate(invalid="ignore", divide="ignore"):
         rms = peak_jy / peak_sigma
         significance = peak_jy / np.hypot(rms, level)

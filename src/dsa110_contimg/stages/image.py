@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 
 from dsa110_contimg.imaging import imager as imaging
-from dsa110_contimg.imaging import primary_beam, smearing_map, thumbnail
+from dsa110_contimg.imaging import peeled, primary_beam, smearing_map, thumbnail
 from dsa110_contimg.imaging import qa as image_qa
 
 from .. import fitsimage, naming
+from ..photometry import new_sources
 from .common import stage_run
 
 #: The products of one image job, by kind (the registry's kinds of rule ``image``).
@@ -41,11 +42,14 @@ def image(
     mem_mb: int | None = None,
     log: str | None = None,
     averaged: tuple[int, int] | None = None,
+    restore: list[dict] | None = None,
 ) -> dict:
     """Rule ``image``: image one calibrated observation; returns the QA figures.
 
     ``averaged``: (channels, integrations) averaged into ``ms`` (default: from
     its sidecar, see :func:`dsa110_contimg.imaging.smearing_map.averaging_factors`).
+    ``restore``: the sources subtracted from ``ms`` to put back into the image
+    (default: from its sidecar, see :mod:`dsa110_contimg.imaging.peeled`).
 
     ``outputs`` maps each of :data:`OUTPUT_KINDS` to its path (see
     :func:`dsa110_contimg.naming.rule_outputs`); the QA sidecar (kind ``image``) goes beside
@@ -109,6 +113,11 @@ def image(
                         info.chan_width_hz.max() / 1e3, info.exposure_s.max(), *averaged,
                         100 * smear["smearing_edge_loss"], 100 * smear["smearing_centre_loss"],
                         "not corrected" if opts.smearing_correction == "none" else "corrected in the beam written")
+            restore = peeled.from_sidecar(ms) if restore is None else restore
+            if restore:
+                _restore_peeled(img, header, wcs, restore, info, noise, dec_app,
+                                response if opts.smearing_correction != "none" else None, logger)
+                _write_fits(result.files["image"], img, header)
             if opts.smearing_correction != "none":
                 pb = pb * response
             del response
@@ -116,6 +125,9 @@ def image(
             t_pb = time.perf_counter()
 
             qa = image_qa.measure(img, residual, pb, header, opts.pb_cutoff, noise.sigma_jy, thresholds)
+            # The PSF's sidelobes by distance, before the PSF is cropped: new-source vetting reads them.
+            qa["psf_envelope"] = new_sources.psf_envelope(
+                np.squeeze(fits.getdata(result.files["psf"])), opts.cell_arcsec, 2 * qa["beam_major_arcsec"])
             ra_deg, dec_deg = (float(x) for x in wcs.wcs.crval)
             freq = result.freq_hz if result.freq_hz else float(np.average(info.freq_hz, weights=noise.weights_tf.sum(0)))
             qa.update(
@@ -186,6 +198,22 @@ def image(
         if qa["grade"] == "bad":
             logger.warning("%s is graded bad: %s", final["image"], "; ".join(qa["grade_reasons"]))
     return qa
+
+
+def _restore_peeled(img, header, wcs, sources, info, noise, dec_app, response, logger) -> None:
+    """Put the sources subtracted before imaging back into the restored image ``img`` (in place)."""
+    ra, dec = [s["ra_deg"] for s in sources], [s["dec_deg"] for s in sources]
+    flux = peeled.apparent_fluxes(sources, info.jd, info.freq_hz, noise.weights_tf, dec_app)
+    if response is not None:  # as the beam written with the image, so the corrected image reads the fit
+        flux = flux * peeled.sample(response, wcs, ra, dec)
+    on_image = np.isfinite(peeled.sample(np.ones(img.shape), wcs, ra, dec))
+    if not np.all(np.isfinite(flux[on_image])):
+        raise imaging.ImagingError(f"no beam or smearing response at the subtracted sources "
+                                   f"{[s['name'] for s, ok in zip(sources, on_image, strict=True) if ok]}")
+    peeled.add_points(img, wcs, (header["BMAJ"], header["BMIN"], header["BPA"]), ra, dec, flux)
+    header["HISTORY"] = f"{int(on_image.sum())} sources subtracted before imaging restored at their positions."
+    logger.info("restored %d subtracted sources at their catalogue positions with their fitted fluxes "
+                "(%.4g Jy apparent in all)", int(on_image.sum()), float(np.sum(flux[on_image])))
 
 
 def _bound_disk(made: dict[str, Path], retention: dict) -> None:

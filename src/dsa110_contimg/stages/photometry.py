@@ -121,7 +121,11 @@ def photometry(
         meas = phot.measure_catalogue(images, targets, mjd, opts, prep)
         meas["flags"] = (meas["flags"].to_numpy() | phot.grade_flag(grade)).astype(np.int32)
         t_forced = time.perf_counter()
-        cands, n_islands = phot.find_new_sources(images, cat, mjd, opts, prep)
+        envelope = ((side or {}).get("qa") or {}).get("psf_envelope")
+        if envelope is None and opts.sidelobe_fraction > 0:
+            logger.warning("no PSF sidelobe envelope in the image's sidecar: new-source vetting counts every "
+                           "bright source within %g' at its full flux", opts.sidelobe_radius_arcmin)
+        cands, n_islands = phot.find_new_sources(images, cat, mjd, opts, prep, envelope)
         t_blind = time.perf_counter()
 
         flags = meas["flags"].to_numpy() if len(meas) else np.zeros(0, np.int32)

@@ -7,9 +7,10 @@ when it is not explained by the image's imperfections:
   a pattern around every bright source. Two terms set the local sidelobe level
   at a candidate, the larger counts:
 
-  - near: ``sidelobe_fraction`` times the brightest apparent (beam-attenuated)
-    flux within ``sidelobe_radius_arcmin`` (the demo's 32-antenna artefacts sit
-    at 0.4-0.9% of 3C286 within 10');
+  - near (off by default; for images without a PSF envelope):
+    ``sidelobe_fraction`` times the brightest apparent (beam-attenuated) flux
+    within ``sidelobe_radius_arcmin`` (the demo's artefacts once sat at
+    0.4-0.9% of 3C286 within 10', before the field's sources were subtracted);
   - far, along the PSF: ``sidelobe_psf_fraction`` times the largest, over
     bright sources within ``sidelobe_psf_radius_arcmin``, of apparent flux
     times the PSF's sidelobe envelope at that distance (:func:`psf_envelope`,

@@ -122,9 +122,11 @@ def photometry(
         meas["flags"] = (meas["flags"].to_numpy() | phot.grade_flag(grade)).astype(np.int32)
         t_forced = time.perf_counter()
         envelope = ((side or {}).get("qa") or {}).get("psf_envelope")
-        if envelope is None and opts.sidelobe_fraction > 0:
-            logger.warning("no PSF sidelobe envelope in the image's sidecar: new-source vetting counts every "
-                           "bright source within %g' at its full flux", opts.sidelobe_radius_arcmin)
+        if envelope is None and opts.sidelobe_psf_fraction > 0:
+            logger.warning("no PSF sidelobe envelope in the image's sidecar (made before it was recorded): "
+                           "new-source candidates are vetted against sidelobes only by sidelobe_fraction (%g) "
+                           "within %g'; re-image to vet along the PSF", opts.sidelobe_fraction,
+                           opts.sidelobe_radius_arcmin)
         cands, n_islands = phot.find_new_sources(images, cat, mjd, opts, prep, envelope)
         t_blind = time.perf_counter()
 

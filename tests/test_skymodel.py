@@ -123,3 +123,46 @@ def test_model_holds_the_calibrator_and_its_field_above_the_cut():
     sec = dict(name="J0741+312", ra_deg=115.29, dec_deg=31.2, flux_jy=2.0, spectral_index=np.nan, flux_standard="")
     assert build_model(sec, None, times, float(dec_app), opts, flux_scale=1.1).flux_jy.iloc[0] == pytest.approx(2.2)
     assert build_model(cal, None, times, float(dec_app), opts, flux_scale=1.1).flux_jy.iloc[0] == pytest.approx(15.08, abs=0.01)
+
+
+def _rotated(uvw, dt, dec):
+    """uvw after ``dt`` seconds of Earth rotation: to equatorial (X, Y, Z) at hour angle 0 and back at
+    hour angle omega dt (Thompson, Moran & Swenson eq. 4.1)."""
+    from dsa110_contimg.imaging.smearing import OMEGA_EARTH
+
+    h = OMEGA_EARTH * dt
+    sd, cd = np.sin(dec), np.cos(dec)
+    # baseline in (X, Y, Z) equatorial with hour angle 0 at the phase centre, rotated by h
+    x = -sd * uvw[:, 1] + cd * uvw[:, 2]
+    y, z = uvw[:, 0], cd * uvw[:, 1] + sd * uvw[:, 2]
+    sh, ch = np.sin(h), np.cos(h)
+    return np.column_stack([sh * x + ch * y, -sd * ch * x + sd * sh * y + cd * z, cd * ch * x - cd * sh * y + sd * z])
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_a_smeared_prediction_is_the_average_of_the_samples_it_stands_for(continuous):
+    """Averaged channels and integrations: predict(averaging) against the mean of exact predictions at the
+    averaged samples (point samples) or finely sampled boxes (continuous), a source 1.5 deg out."""
+    from dsa110_contimg.calibration.skymodel import Averaging, predict
+
+    rng = np.random.default_rng(3)
+    dec = np.radians(30.5)
+    uvw = np.column_stack([rng.uniform(-2500, 2500, 400), rng.uniform(-1500, 1500, 400), rng.uniform(-30, 30, 400)])
+    l, m = np.radians(1.2), np.radians(-0.9)
+    lmn = np.array([[l, m, np.sqrt(1 - l * l - m * m)]])
+    dnu, dt, k_f, k_t = 244140.625, 12.884901888, 3, 3
+    freq = 1.4e9 + np.arange(4) * k_f * dnu
+    amp = np.ones((1, 1, freq.size))
+    t_idx = np.zeros(len(uvw), int)
+    avg = Averaging(k_f, k_t, dnu, dt, dec, continuous)
+    sub = 16 if continuous else 1  # boxes: sample each original channel and integration finely
+    offs_f = ((np.arange(k_f * sub) + 0.5) / sub - k_f / 2) * dnu
+    offs_t = ((np.arange(k_t * sub) + 0.5) / sub - k_t / 2) * dt
+    exact = np.mean([[predict(_rotated(uvw, tt, dec), t_idx, lmn, amp, freq + ff) for ff in offs_f]
+                     for tt in offs_t], axis=(0, 1))
+    smeared = predict(uvw, t_idx, lmn, amp, freq, avg)
+    plain = predict(uvw, t_idx, lmn, amp, freq)
+    loss = 1 - np.mean(np.abs(exact)) / np.mean(np.abs(plain))
+    assert loss > 0.01  # the test has smearing to model
+    assert np.max(np.abs(smeared - exact)) < 0.01 * np.max(np.abs(plain - exact))
+    assert np.max(np.abs(np.abs(smeared) - np.abs(exact))) < 3e-4  # boxes: 16 samples each stand in for the integral

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .. import beam, casa_env, geometry
+from ..imaging.smearing import OMEGA_EARTH
 from . import msmeta, standards
 from .bandpass import effective_flux
 
@@ -132,8 +133,52 @@ def _separation(ra1_deg, dec1_deg, ra2_deg, dec2_deg) -> np.ndarray:
     return np.arccos(np.clip(c, -1, 1))
 
 
-def predict(uvw_m: np.ndarray, t_idx: np.ndarray, lmn: np.ndarray, amp: np.ndarray, freq_hz: np.ndarray) -> np.ndarray:
-    """Exact point-source visibilities, (rows, Nf) complex.
+@dataclass(frozen=True)
+class Averaging:
+    """How an MS's samples were averaged from the correlator's, so a prediction smears as the data do.
+
+    A source away from the phase centre changes phase across the averaged
+    channels (by its delay) and integrations (by its fringe rate): the average
+    of ``n`` point samples spaced ``step`` is the Dirichlet kernel
+    ``sin(n pi x) / (n sin(pi x))`` (our simulator's samples), the average of
+    ``n`` boxes of width ``step`` the sinc of the whole width (a correlator's
+    channels and integrations: ``continuous``). See :mod:`dsa110_contimg.imaging.smearing`.
+    """
+
+    channels: int
+    integrations: int
+    chan_width_hz: float
+    """Of one channel before averaging."""
+    integration_s: float
+    """Of one integration before averaging."""
+    dec_rad: float
+    """Phase centre declination (fringe rates)."""
+    continuous: bool = False
+
+    def factor(self, n: int, x: np.ndarray) -> np.ndarray:
+        if self.continuous:
+            return np.sinc(n * x)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            d = np.sin(n * np.pi * x) / (n * np.sin(np.pi * x))
+        return np.where(np.abs(np.sin(np.pi * x)) < 1e-9, 1.0, d)
+
+
+def averaging_of(ms: str, channels: int, integrations: int, continuous: bool) -> Averaging:
+    """The :class:`Averaging` of an MS written with ``channels`` x ``integrations`` averaged."""
+    meta = msmeta.read(ms)
+    tb = casa_env.casatools().table()
+    tb.open(ms)
+    try:
+        exposure = float(tb.getcell("EXPOSURE", 0))
+    finally:
+        tb.close()
+    return Averaging(channels, integrations, meta.chan_width_hz / channels, exposure / integrations, meta.dec_rad,
+                     continuous)
+
+
+def predict(uvw_m: np.ndarray, t_idx: np.ndarray, lmn: np.ndarray, amp: np.ndarray, freq_hz: np.ndarray,
+            averaging: Averaging | None = None) -> np.ndarray:
+    """Point-source visibilities, (rows, Nf) complex: exact, or smeared as ``averaging`` made the data.
 
     ``uvw_m`` (rows, 3); ``t_idx`` (rows,) index into ``amp``'s time axis;
     ``lmn`` (Nsrc, 3) direction cosines; ``amp`` (Nsrc, Nt, Nf) apparent flux.
@@ -146,10 +191,23 @@ def predict(uvw_m: np.ndarray, t_idx: np.ndarray, lmn: np.ndarray, amp: np.ndarr
     even = freq_hz.size > 1 and np.allclose(df, df[0], rtol=1e-9, atol=1e-3)
     phasor = np.exp(2j * np.pi * path * (freq_hz[0] / C_M_S))
     step = np.exp(2j * np.pi * path * (df[0] / C_M_S)) if even else None
+    smear_f = smear_rate = None
+    if averaging is not None and averaging.channels > 1:
+        smear_f = averaging.factor(averaging.channels, averaging.chan_width_hz * path / C_M_S)
+    if averaging is not None and averaging.integrations > 1:
+        u, v, w = uvw_m[:, 0:1], uvw_m[:, 1:2], uvw_m[:, 2:3]
+        sd, cd = np.sin(averaging.dec_rad), np.cos(averaging.dec_rad)
+        # d(path)/dt (m/s) from the Earth's rotation: du, dv as imaging.smearing.fringe_rate_hz, and dw = -cos(dec) u
+        smear_rate = OMEGA_EARTH * ((cd * w - sd * v) * lmn[None, :, 0] + sd * u * lmn[None, :, 1]
+                                    - cd * u * (lmn[None, :, 2] - 1))
     for c in range(freq_hz.size):
         if c and not even:
             phasor = np.exp(2j * np.pi * path * (freq_hz[c] / C_M_S))
-        out[:, c] = np.einsum("rs,sr->r", phasor, amp[:, t_idx, c])
+        term = phasor if smear_f is None else phasor * smear_f
+        if smear_rate is not None:
+            x = averaging.integration_s * freq_hz[c] / C_M_S * smear_rate
+            term = term * averaging.factor(averaging.integrations, x)
+        out[:, c] = np.einsum("rs,sr->r", term, amp[:, t_idx, c])
         if even:
             phasor *= step
     return out
@@ -202,7 +260,7 @@ def write_model(ms: str, model: pd.DataFrame, pointing_dec_app: float, beam_on: 
 
 
 def fit_scales(ms: str, model: pd.DataFrame, groups: list[np.ndarray], pointing_dec_app: float,
-               column: str = "CORRECTED_DATA") -> tuple[np.ndarray, np.ndarray]:
+               column: str = "CORRECTED_DATA", averaging: Averaging | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares flux factors of groups of model components in ``column`` of ``ms``.
 
     Fits ``D = sum_k a_k M_k`` (real a_k) over unflagged cross-correlations,
@@ -233,7 +291,8 @@ def fit_scales(ms: str, model: pd.DataFrame, groups: list[np.ndarray], pointing_
             t_idx = np.searchsorted(times, time_s[start:start + n][cross])
             data = tb.getcol(column, start, n)[..., cross]  # (pol, chan, row)
             ok = ~tb.getcol("FLAG", start, n)[..., cross]
-            preds = np.stack([predict(uvw, t_idx, lmn[g], amp[g], freq).T.ravel() for g in groups])  # (k, chan*row)
+            preds = np.stack([predict(uvw, t_idx, lmn[g], amp[g], freq, averaging).T.ravel()
+                              for g in groups])  # (k, chan*row)
             for pol in range(data.shape[0]):  # the normal matrix as one product (BLAS): k^2 sums
                 masked = preds * ok[pol].ravel()
                 normal += np.real(masked.conj() @ masked.T)

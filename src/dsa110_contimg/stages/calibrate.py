@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .. import provenance
-from ..calibration import bootstrap, flagging, fluxmon, subtract
+from ..calibration import bootstrap, flagging, fluxmon, skymodel, subtract
 from ..calibration import caltables as calibration
 from ..calibration import plan as calplan
 from ..calibration.calibrators import load_calibrators
@@ -124,7 +124,7 @@ def apply_calibration(
                 # RFI flags of the target itself (on this job's own output), before self-calibration.
                 qa.update(flagging.flag_rfi(str(tmp), flagging.FlagOptions(**cfg["target_rfi"]), log=run.logger))
                 qa["selfcal"] = _selfcal(str(tmp), config, run.logger)
-                qa["subtract"] = _subtract(str(tmp), config, run.logger)
+                qa["subtract"] = _subtract(str(tmp), config, run.logger, plan)
         finally:
             shutil.rmtree(scaled, ignore_errors=True)
         qa.update(caltable=choice.calgroup, separation_h=choice.separation_h, warning=choice.warning,
@@ -147,8 +147,10 @@ def _selfcal(ms: str, config: Mapping[str, Any], logger) -> dict:
     return selfcal(ms, model, info.pointing_dec_app, SelfcalOptions.from_config(cfg), log=logger)
 
 
-def _subtract(ms: str, config: Mapping[str, Any], logger) -> dict:
-    """Subtract the bright sources of the field from this job's own MS (config calibration.subtract)."""
+def _subtract(ms: str, config: Mapping[str, Any], logger, plan) -> dict:
+    """Subtract the bright sources of the field from this job's own MS (config calibration.subtract),
+    predicted with the smearing of the averaging ``plan`` (continuous boxes when the image corrects the
+    total smearing, as real correlator data need; averaged point samples otherwise, as the simulator's)."""
     opts = subtract.SubtractOptions.from_config(config)
     if not opts.enabled:
         return {"status": "off"}
@@ -157,7 +159,9 @@ def _subtract(ms: str, config: Mapping[str, Any], logger) -> dict:
         return {"status": "skipped", "reason": "no catalogue.path"}
     catalogue, info = field
     sources = subtract.choose(catalogue, info.times_jd, info.pointing_dec_app, opts)
-    return subtract.subtract(ms, sources, info.pointing_dec_app, opts, log=logger)
+    averaging = skymodel.averaging_of(ms, plan.channels, plan.integrations,
+                                      continuous=config["imaging"]["smearing_correction"] == "total")
+    return subtract.subtract(ms, sources, info.pointing_dec_app, opts, log=logger, averaging=averaging)
 
 
 def _field(ms: str, config: Mapping[str, Any], skipped: str, logger):

@@ -16,7 +16,9 @@ apparent, ~6 sigma per visibility), and the strategy's smooth background fit
 misses by a fraction of that level at the plane's edges and beside flagged RFI:
 at full size (96 antennas, 384 channels) flagging the data flagged 4.3% of the
 clean visibilities, mostly in the channels next to the RFI, and a constant 9 Jy
-added to the residual does the same; on the residual 0.04%, with all the RFI.
+added to the residual does the same; on the residual 0.01%, with all the RFI.
+At the calibrator's transit (3C286 at ~15 Jy) it also missed 4% of the RFI,
+whose random phase partly cancels the source's amplitude; on the residual none.
 
 The MS is read and written with casatools, one ANTENNA1 at a time, so memory
 stays at about 1/96 of the data column. Only the job's own output is flagged

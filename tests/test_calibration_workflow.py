@@ -37,6 +37,9 @@ def test_transit_and_target_through_the_rules_with_sky_model_and_selfcal(tmp_pat
     assert qa["flux_bootstrap"]["source"] == "Perley-Butler 2017"
     sc = qa["selfcal"]
     assert sc["status"] == "ok" and sc["n_components"] >= 1 and sc["rounds"]
+    # RFI flagged on the residual of selfcal's own field model: this RFI-free field keeps its data
+    assert qa["rfi_flagged_on"] == "residual" and qa["rfi_model_components"] == sc["n_components"]
+    assert qa["rfi_flagged_fraction"] <= 0.02
     assert {"rms_before", "rms_after", "accepted", "reason"} <= set(sc["rounds"][0])
     assert sc["rms_end"] <= sc["rms_start"]
     # 3C286, ~1.1 deg from the target's pointing, subtracted through the beam and put back (in the field).

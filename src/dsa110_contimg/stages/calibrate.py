@@ -122,7 +122,7 @@ def apply_calibration(
                 qa = calibration.apply(ms, use, str(tmp), width=plan.channels, timebin=plan.integrations,
                                        log=run.logger)
                 # RFI flags of the target itself (on this job's own output), before self-calibration.
-                qa.update(flagging.flag_rfi(str(tmp), flagging.FlagOptions(**cfg["target_rfi"]), log=run.logger))
+                qa.update(_flag_rfi(str(tmp), config, run.logger))
                 qa["selfcal"] = _selfcal(str(tmp), config, run.logger)
                 qa["subtract"] = _subtract(str(tmp), config, run.logger, plan)
         finally:
@@ -131,6 +131,22 @@ def apply_calibration(
                   flux_bootstrap=flux_record, averaging=plan.record())
         run.publish(calibrated, kind="calibrated", inputs=[ms, str(caldir)], qa=qa)
     return qa
+
+
+def _flag_rfi(ms: str, config: Mapping[str, Any], logger) -> dict:
+    """Flag RFI in this job's own calibrated MS (config calibration.target_rfi), on the residual of the
+    field's sky model (the one self-calibration uses) when ``residual`` is set and a catalogue is configured."""
+    cfg = config["calibration"]
+    opts = flagging.FlagOptions(**cfg["target_rfi"])
+    if not opts.residual or opts.method == "none":
+        return flagging.flag_rfi(ms, opts, log=logger)
+    field = _field(ms, config, "RFI flagged on the data, not the residual: no reference catalogue (catalogue.path) "
+                   "for the field's sky model, so bright sources may be flagged with the RFI", logger)
+    if field is None:
+        return flagging.flag_rfi(ms, opts, log=logger)
+    catalogue, info = field
+    model = catalogue_sources(catalogue, info.times_jd, info.pointing_dec_app, SkyModelOptions.from_config(cfg))
+    return flagging.flag_rfi(ms, opts, log=logger, model=model, pointing_dec_app=info.pointing_dec_app)
 
 
 def _selfcal(ms: str, config: Mapping[str, Any], logger) -> dict:

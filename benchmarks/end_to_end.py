@@ -327,8 +327,8 @@ def report(work: Path, config_path: Path, cores: int) -> None:
 
 def hidden_source_recovery(results: Path, config: dict, targets: list[str],
                            n_hidden: int = 6) -> pd.DataFrame:
-    """Per target image, ``n_hidden`` catalogue sources (those measured nearest 3C286 above 20 sigma, where the
-    sidelobe vetting is hardest) each hidden from the catalogue in turn: is it found as a new source, and
+    """Per target image, ``n_hidden`` catalogue sources (those measured unflagged above 20 sigma nearest the
+    brightest, where the sidelobe vetting is hardest) each hidden from the catalogue in turn: is it found as a new source, and
     is anything else?"""
     from dsa110_contimg.photometry import catalogue as catmod
     from dsa110_contimg.photometry import forced as ph
@@ -346,7 +346,8 @@ def hidden_source_recovery(results: Path, config: dict, targets: list[str],
         envelope = json.loads(side.read_text())["qa"].get("psf_envelope")
         images = ph.load_images(f"{img}.pbcor.fits", f"{img}.pb.fits", f"{img}.residual.fits")
         meas = pd.read_parquet(phot)
-        meas = meas[(meas.snr >= 20) & (meas.source != bright["name"])].copy()
+        own = meas["flags"].astype(int) & ~int(ph.Flag.MARGINAL_IMAGE | ph.Flag.BAD_IMAGE)  # as accuracy()
+        meas = meas[(meas.snr >= 20) & (own == 0) & (meas.source != bright["name"])].copy()
         meas["d"] = catmod.separation_deg(meas.ra_deg, meas.dec_deg, bright.ra_deg, bright.dec_deg)
         for src in meas.nsmallest(n_hidden, "d").itertuples():
             new, _ = ph.find_new_sources(images, cat[cat.name != src.source], 0.0, opts, None, envelope)
